@@ -1,0 +1,3 @@
+"""Dataset loaders."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Training plans."""
+
+__all__: list[str] = []

@@ -1,3 +1,5 @@
 """Training plans."""
 
-__all__: list[str] = []
+from ._trainingplans import CapVITrainingPlan
+
+__all__ = ["CapVITrainingPlan"]

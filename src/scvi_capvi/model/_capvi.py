@@ -1,0 +1,421 @@
+"""CapVI: cell-type annotation priors for scRNA-seq (paper 000, Clivio et al.)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LabelsWithUnlabeledObsField, LayerField
+from scvi.dataloaders import DataSplitter
+from scvi.model._utils import _init_library_size, get_max_epochs_heuristic
+from scvi.model.base import (
+    ArchesMixin,
+    BaseModelClass,
+    RNASeqMixin,
+    UnsupervisedTrainingMixin,
+    VAEMixin,
+)
+from scvi.train import TrainRunner
+from scvi.utils import setup_anndata_dsp
+
+from scvi_capvi.module import CapVIModule
+from scvi_capvi.train import CapVITrainingPlan
+from scvi_capvi.train._trainingplans import STAGE_MONITORS, STAGE_NUMBERS
+
+from ._mixins import ImportanceSampledLLMixin
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+
+class CapVI(
+    ImportanceSampledLLMixin,
+    VAEMixin,
+    RNASeqMixin,
+    ArchesMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
+):
+    """Cell-type annotation prior VI (capVI) :cite:p:`Clivio22`.
+
+    A scVI-style VAE whose prior has one Gaussian mode ``N(mu_c, sigma^2 I)`` per cell type,
+    with a cell-type classifier ``q(c|x)`` pre-trained on the annotated cells and then trained
+    end to end (three stages, see :meth:`train`).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent
+        Latent dimension D (paper: 20).
+    prior_scale
+        sigma, the standard deviation of each prior mode (paper grid 1, 1/8, 1/32).
+    mixing_penalty
+        λ, the weight of the batch-mixing penalty (paper grid 0, 0.01, 0.1).
+    n_hidden, n_layers, dropout_rate
+        Encoder / decoder architecture (paper: 256, 3, 0.25).
+    learn_prior_scale
+        Learn one sigma per cell type instead of a shared fixed one (beyond the paper).
+    n_components
+        Number of mixture components when ``setup_anndata`` had no ``labels_key``: CapVI is
+        then the unsupervised Gaussian-mixture VAE (GMVAE, paper 002).
+    gene_likelihood
+        ``"zinb"`` (paper) or ``"nb"``.
+    semi_supervised
+        Use the annotations in the ELBO and the penalty during stages 2–3 (paper: not used).
+    classifier_n_hidden, classifier_n_layers, classifier_dropout_rate
+        Architecture of ``q(c|x)``.
+    **module_kwargs
+        Passed to :class:`~scvi_capvi.module.CapVIModule`.
+
+    Examples
+    --------
+    >>> CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    >>> model = CapVI(adata, n_latent=20, prior_scale=1 / 8, mixing_penalty=0.01)
+    >>> model.train()
+    >>> adata.obsm["X_capvi"] = model.get_latent_representation()
+    >>> adata.obs["capvi_pred"] = model.predict()
+    """
+
+    _module_cls = CapVIModule
+    _training_plan_cls = CapVITrainingPlan
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        n_latent: int = 20,
+        prior_scale: float = 1 / 8,
+        mixing_penalty: float = 0.01,
+        n_hidden: int = 256,
+        n_layers: int = 3,
+        dropout_rate: float = 0.25,
+        learn_prior_scale: bool = False,
+        n_components: int | None = None,
+        gene_likelihood: Literal["zinb", "nb"] = "zinb",
+        semi_supervised: bool = False,
+        classifier_n_hidden: int = 128,
+        classifier_n_layers: int = 1,
+        classifier_dropout_rate: float = 0.25,
+        **module_kwargs,
+    ):
+        super().__init__(adata)
+        self.use_labels = self.registry_["setup_args"]["labels_key"] is not None
+        if self.use_labels:
+            if n_components is not None:
+                raise ValueError(
+                    "`n_components` is only for CapVI without labels (setup_anndata with "
+                    "labels_key=None); with labels there is one prior mode per cell type."
+                )
+            n_labels = len(self.cell_types_)
+        else:
+            if n_components is None or int(n_components) < 2:
+                raise ValueError(
+                    "Without `labels_key`, CapVI is a Gaussian-mixture VAE: pass "
+                    f"`n_components` >= 2 (got {n_components!r})."
+                )
+            n_labels = int(n_components)
+
+        n_batch = self.summary_stats.n_batch
+        use_observed = module_kwargs.pop("use_observed_lib_size", False)
+        lib_means, lib_vars = (None, None)
+        if not use_observed:
+            lib_means, lib_vars = _init_library_size(self.adata_manager, n_batch)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_labels=n_labels,
+            n_batch=n_batch,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            prior_scale=prior_scale,
+            learn_prior_scale=learn_prior_scale,
+            mixing_penalty=mixing_penalty,
+            gene_likelihood=gene_likelihood,
+            use_observed_lib_size=use_observed,
+            library_log_means=lib_means,
+            library_log_vars=lib_vars,
+            classifier_n_hidden=classifier_n_hidden,
+            classifier_n_layers=classifier_n_layers,
+            classifier_dropout_rate=classifier_dropout_rate,
+            use_labels=self.use_labels,
+            semi_supervised=semi_supervised,
+            **module_kwargs,
+        )
+        self._model_summary_string = (
+            f"CapVI model: {n_labels} prior modes ({'cell types' if self.use_labels else 'GMVAE'}"
+            f"), n_latent: {n_latent}, prior_scale: {prior_scale:g}, mixing_penalty: "
+            f"{mixing_penalty:g}, n_hidden: {n_hidden}, n_layers: {n_layers}, gene_likelihood: "
+            f"{gene_likelihood}."
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------ registration
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str | None = None,
+        unlabeled_category: str = "Unknown",
+        batch_key: str | None = None,
+        layer: str | None = None,
+        **kwargs,
+    ):
+        """%(summary)s.
+
+        Parameters
+        ----------
+        %(param_adata)s
+        labels_key
+            Key in ``adata.obs`` with cell-type annotations; cells labelled
+            ``unlabeled_category`` are unannotated. ``None``: no annotations (GMVAE mode).
+        %(param_unlabeled_category)s
+        %(param_batch_key)s
+        %(param_layer)s
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        if labels_key is not None:
+            labels_field = LabelsWithUnlabeledObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category
+            )
+        else:
+            labels_field = CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None)
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            labels_field,
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @property
+    def cell_types_(self) -> np.ndarray:
+        """The C annotated cell types, in the order of the prior modes (empty for a GMVAE)."""
+        if not self.registry_["setup_args"]["labels_key"]:
+            return np.array([], dtype=object)
+        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)[
+            "categorical_mapping"
+        ]
+        # scvi-tools moves the unlabelled category to the last position of the mapping.
+        return np.asarray(mapping[:-1])
+
+    def _label_codes(self, indices: np.ndarray | None = None) -> np.ndarray:
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
+        return codes if indices is None else codes[indices]
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        classifier_epochs: int | None = None,
+        frozen_epochs: int | None = None,
+        pretrain_classifier: bool = True,
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        batch_size: int = 128,
+        early_stopping: bool = True,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train CapVI in three stages (paper 000 §3).
+
+        1. the classifier ``q(c|x)`` on the annotated training cells (class-weighted
+           cross-entropy, early stopping on validation cross-entropy);
+        2. everything else, with ``q(c|x)`` frozen;
+        3. all parameters end to end.
+
+        The same seeded train / validation split is used by all stages; each stage early-stops
+        on its own validation criterion and restores its best epoch. ``model.history`` holds
+        every stage's curves, keys prefixed ``stage1_``, ``stage2_``, ``stage3_``.
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum epochs of stage 3 (default from the number of cells, as scvi-tools does;
+            ``0`` skips the stage).
+        classifier_epochs
+            Maximum epochs of stage 1 (same default).
+        frozen_epochs
+            Maximum epochs of stage 2 (same default; ``0`` skips the stage).
+        pretrain_classifier
+            ``False`` skips stages 1 and 2: the paper's "fully end-to-end" ablation.
+        train_size, validation_size
+            Fractions of cells for training and validation (rest: test).
+        batch_size
+            Minibatch size.
+        early_stopping
+            Early-stop each stage on its validation criterion.
+        plan_kwargs
+            Passed to :class:`~scvi_capvi.train.CapVITrainingPlan` (all stages).
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (all stages).
+        """
+        default_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        epochs = {}
+        for stage, name, value, minimum in (
+            ("classifier", "classifier_epochs", classifier_epochs, 1),
+            ("frozen", "frozen_epochs", frozen_epochs, 0),
+            ("joint", "max_epochs", max_epochs, 0),
+        ):
+            if value is not None and (int(value) != value or value < minimum):
+                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+            epochs[stage] = default_epochs if value is None else int(value)
+
+        splitter = DataSplitter(
+            self.adata_manager, train_size=train_size, validation_size=validation_size
+        )
+        splitter.setup()
+        split = [np.asarray(i, dtype=int) for i in (splitter.train_idx, splitter.val_idx)]
+        split.append(np.asarray(splitter.test_idx, dtype=int))
+        train_idx, val_idx, test_idx = split
+
+        stages = ["joint"]
+        if pretrain_classifier and self.use_labels:
+            labelled_train = self._is_labelled(train_idx)
+            if not labelled_train.any():
+                raise ValueError(
+                    "No annotated cell in the training split, so stage 1 cannot pre-train the "
+                    "classifier: annotate some cells or pass `pretrain_classifier=False`."
+                )
+            self._set_class_weights(train_idx[labelled_train])
+            stages = ["classifier", "frozen", "joint"]
+        elif pretrain_classifier and not self.use_labels:
+            logger.info("No labels registered: training the GMVAE end to end (stage 3 only).")
+
+        # 0 epochs skips a stage (e.g. `max_epochs=0` keeps the pre-trained classifier as is)
+        stages = [stage for stage in stages if epochs[stage] > 0]
+        if not stages:
+            raise ValueError("Every stage has 0 epochs: nothing to train (see `max_epochs`).")
+        history: dict[str, pd.DataFrame] = {}
+        for stage in stages:
+            idx = [train_idx, val_idx, test_idx]
+            if stage == "classifier":
+                # stage 1 sees annotated cells only; scvi-tools' splitter wants every cell
+                # assigned, so the rest go to the (unused) test part.
+                idx[0] = train_idx[self._is_labelled(train_idx)]
+                idx[1] = val_idx[self._is_labelled(val_idx)]
+                idx[2] = np.setdiff1d(np.arange(self.adata.n_obs), np.concatenate(idx[:2]))
+            self._run_stage(
+                stage, epochs[stage], idx, batch_size, early_stopping,
+                plan_kwargs or {}, dict(trainer_kwargs),
+            )  # fmt: skip
+            for key, frame in (self.history_ or {}).items():
+                history[f"stage{STAGE_NUMBERS[stage]}_{key}"] = frame
+        self.history_ = history
+        self.train_indices, self.validation_indices, self.test_indices = split
+        self.is_trained_ = True
+
+    def _is_labelled(self, indices: np.ndarray) -> np.ndarray:
+        return self._label_codes(indices) < len(self.cell_types_)
+
+    def _set_class_weights(self, labelled_idx: np.ndarray):
+        """Inverse-frequency weights of the annotated training cells (stage-1 cross-entropy)."""
+        n_types = len(self.cell_types_)
+        counts = np.bincount(self._label_codes(labelled_idx), minlength=n_types).astype(float)
+        weights = np.where(counts > 0, counts.sum() / (n_types * np.maximum(counts, 1)), 0.0)
+        self.module.class_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
+
+    def _run_stage(
+        self, stage, max_epochs, indices, batch_size, early_stopping, plan_kwargs, trainer_kwargs
+    ):
+        has_val = len(indices[1]) > 0
+        if early_stopping and not has_val:
+            warnings.warn(
+                f"CapVI stage {STAGE_NUMBERS[stage]} ({stage}): no validation cells, so early "
+                "stopping is off for this stage.",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
+        # scvi-tools' Trainer appends its own callbacks to the list it is given: copy it so
+        # one stage's early stopping does not leak into the next
+        trainer_kwargs["callbacks"] = list(trainer_kwargs.get("callbacks") or [])
+        if stage == "classifier":
+            # stage 1 always stops on the classifier's own validation cross-entropy
+            trainer_kwargs.pop("early_stopping_monitor", None)
+        monitor = trainer_kwargs.setdefault("early_stopping_monitor", STAGE_MONITORS[stage])
+        kwargs = {"monitor": monitor, **plan_kwargs}
+        if not has_val:
+            kwargs["restore_best"] = False
+        plan = self._training_plan_cls(self.module, stage=stage, **kwargs)
+        # a last minibatch of 1-2 cells breaks BatchNorm: drop it, as scvi-tools advises
+        n_last = len(indices[0]) % batch_size
+        splitter = DataSplitter(
+            self.adata_manager,
+            external_indexing=list(indices),
+            batch_size=batch_size,
+            drop_last=0 < n_last < 3,
+        )
+        # Lightning keeps the modes it finds; the previous stage ended in eval mode
+        self.module.train()
+        # each stage gets a fresh history (TrainRunner appends only to keys it already knows)
+        self.history_, self.is_trained_ = None, False
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=int(max_epochs),
+            early_stopping=early_stopping and has_val,
+            **trainer_kwargs,
+        )
+        return runner()
+
+    # ------------------------------------------------------------------ outputs
+    @torch.inference_mode()
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        soft: bool = False,
+        batch_size: int | None = None,
+    ) -> np.ndarray | pd.DataFrame:
+        """Cell-type predictions of the classifier ``q(c|x)``.
+
+        Works on a query AnnData with batches the model has not seen (the classifier does not
+        take the batch as input).
+
+        Parameters
+        ----------
+        adata
+            AnnData registered with the model; defaults to the training data.
+        indices
+            Cells to predict; all if ``None``.
+        soft
+            Return a cells × types DataFrame of probabilities instead of hard labels.
+        batch_size
+            Minibatch size.
+
+        Returns
+        -------
+        Hard labels (``numpy`` array of type names) or, with ``soft=True``, probabilities.
+        """
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata)
+        if indices is None:
+            indices = np.arange(adata.n_obs)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        self.module.eval()
+        probs = []
+        for tensors in loader:
+            logits = self.module.classify(tensors[REGISTRY_KEYS.X_KEY])
+            probs.append(torch.softmax(logits, -1).cpu())
+        probs = torch.cat(probs).numpy()
+        names = (
+            self.cell_types_
+            if self.use_labels
+            else np.array([f"component_{k}" for k in range(self.module.n_labels)])
+        )
+        if soft:
+            return pd.DataFrame(probs, index=adata.obs_names[indices], columns=names)
+        return names[probs.argmax(1)]

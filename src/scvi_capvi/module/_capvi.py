@@ -1,0 +1,454 @@
+"""CapVI: a VAE whose prior has one Gaussian mode per cell type (paper 000, Clivio et al.)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module import Classifier
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.nn import DecoderSCVI, Encoder
+from torch import nn
+from torch.distributions import Normal
+from torch.distributions import kl_divergence as kl
+
+
+def _one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
+    return F.one_hot(index.view(-1).long(), max(n_cat, 1)).float()
+
+# Each cell is scaled to this many counts before log1p for the classifier input (paper 000 §3).
+_CLASSIFIER_TARGET_SUM = 1e4
+
+
+def gaussian_kl_to_centroids(
+    qz_m: torch.Tensor, qz_v: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
+    """``KL(N(m, diag v) || N(mu_c, sigma_c^2 I))`` for every cell and every centroid at once.
+
+    Parameters
+    ----------
+    qz_m, qz_v
+        ``(n_cells, D)`` posterior means and variances.
+    mu
+        ``(C, D)`` centroids.
+    log_scale
+        ``(C,)`` or scalar log of the prior standard deviation sigma_c.
+
+    Returns
+    -------
+    ``(n_cells, C)`` closed-form KL divergences (paper 000 §3: q(z) does not depend on c, so
+    all C terms share one encoder pass).
+    """
+    n_latent = qz_m.shape[-1]
+    log_var = 2.0 * log_scale.expand(mu.shape[0])  # (C,)
+    inv_var = torch.exp(-log_var)
+    # sum_d (m_d - mu_cd)^2 as ||m||^2 - 2 m.mu + ||mu||^2, without a (n, C, D) tensor
+    sq_dist = (
+        qz_m.pow(2).sum(-1, keepdim=True) - 2.0 * qz_m @ mu.T + mu.pow(2).sum(-1).unsqueeze(0)
+    ).clamp_min(0.0)
+    return 0.5 * (
+        inv_var * (qz_v.sum(-1, keepdim=True) + sq_dist)
+        - n_latent
+        - torch.log(qz_v).sum(-1, keepdim=True)
+        + n_latent * log_var
+    )
+
+
+def batch_mixing_penalty(
+    z_mean: torch.Tensor,
+    q_bar: torch.Tensor,
+    batch_index: torch.Tensor,
+    mu: torch.Tensor,
+    n_batch: int,
+    weight: float,
+) -> torch.Tensor:
+    r"""Batch-mixing penalty of paper 000 §3.
+
+    .. math::
+        P = \frac{\lambda}{C S} \sum_c \sum_s
+            \Big\| \sum_{n: s_n = s} \bar q(c \mid x_n) (\hat z_n - \mu_c) \Big\|_2^2
+
+    Parameters
+    ----------
+    z_mean
+        ``(n_cells, D)`` posterior means ẑ_n.
+    q_bar
+        ``(n_cells, C)`` one-hot labels for annotated cells, q(c|x) otherwise.
+    batch_index
+        ``(n_cells,)`` or ``(n_cells, 1)`` integer batch codes in ``[0, n_batch)``.
+    mu
+        ``(C, D)`` centroids.
+    n_batch
+        S, the number of batches.
+    weight
+        λ.
+    """
+    n_types = mu.shape[0]
+    onehot_s = _one_hot(batch_index, n_batch).to(z_mean.dtype)
+    # A[c, s] = sum_n 1[s_n = s] q̄_nc ẑ_n ;  W[c, s] = sum_n 1[s_n = s] q̄_nc
+    weighted = torch.einsum("ns,nc->cs", onehot_s, q_bar)
+    sums = torch.einsum("ns,nc,nd->csd", onehot_s, q_bar, z_mean)
+    diff = sums - weighted.unsqueeze(-1) * mu.unsqueeze(1)
+    return weight / (n_types * max(n_batch, 1)) * diff.pow(2).sum()
+
+
+class CapVIModule(BaseModuleClass):
+    """CapVI generative model and inference networks (paper 000 §2–3).
+
+    Generative model for cell n: ``c ~ Cat(phi)``, ``z | c ~ N(mu_c, sigma_c^2 I)``,
+    ``l | s ~ LogNormal(nu_s, tau_s)``, ``x | z, l, s ~ ZINB(l rho(z, s), theta_{g,s}, pi(z, s))``.
+    Variational family: ``q(z|x,s)`` diagonal normal, ``q(l|x,s)`` log-normal and the classifier
+    ``q(c|x)`` on log1p-normalised counts.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_labels
+        Number of prior modes C (cell types, or mixture components without labels).
+    n_batch
+        Number of batches S.
+    n_latent
+        Latent dimension D.
+    n_hidden, n_layers, dropout_rate
+        Encoder / decoder width, depth and dropout (paper: 256, 3, 0.25).
+    prior_scale
+        Shared prior standard deviation sigma (paper grid 1, 1/8, 1/32).
+    learn_prior_scale
+        Learn one sigma_c per cell type, initialised at ``prior_scale`` (beyond the paper).
+    mixing_penalty
+        λ, the weight of the batch-mixing penalty (paper grid 0, 0.01, 0.1).
+    gene_likelihood
+        ``"zinb"`` (paper) or ``"nb"``.
+    dispersion
+        ``"gene-batch"`` (paper) or ``"gene"``.
+    use_observed_lib_size
+        Use the observed library size instead of the latent ``l`` (paper: latent).
+    library_log_means, library_log_vars
+        ``(1, S)`` empirical mean / variance of log library size per batch (prior of ``l``).
+    classifier_n_hidden, classifier_n_layers, classifier_dropout_rate
+        Architecture of ``q(c|x)``.
+    use_labels
+        Whether the labels tensor carries annotations (``False`` for the GMVAE without labels).
+    semi_supervised
+        Use annotations in the ELBO and the penalty (default: ignored, as in the paper).
+    class_weights
+        ``(C,)`` weights of the stage-1 cross-entropy (inverse class frequency).
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_labels: int,
+        n_batch: int = 0,
+        n_latent: int = 20,
+        n_hidden: int = 256,
+        n_layers: int = 3,
+        dropout_rate: float = 0.25,
+        prior_scale: float = 1 / 8,
+        learn_prior_scale: bool = False,
+        mixing_penalty: float = 0.01,
+        gene_likelihood: Literal["zinb", "nb"] = "zinb",
+        dispersion: Literal["gene-batch", "gene"] = "gene-batch",
+        use_observed_lib_size: bool = False,
+        library_log_means=None,
+        library_log_vars=None,
+        classifier_n_hidden: int = 128,
+        classifier_n_layers: int = 1,
+        classifier_dropout_rate: float = 0.25,
+        use_labels: bool = True,
+        semi_supervised: bool = False,
+        class_weights=None,
+        prior_init_scale: float = 1.0,
+    ):
+        super().__init__()
+        if n_labels < 1:
+            raise ValueError(f"`n_labels` must be >= 1, got {n_labels}.")
+        if prior_scale <= 0:
+            raise ValueError(f"`prior_scale` must be > 0, got {prior_scale}.")
+        if mixing_penalty < 0:
+            raise ValueError(f"`mixing_penalty` must be >= 0, got {mixing_penalty}.")
+        if gene_likelihood not in ("zinb", "nb"):
+            raise ValueError(f"`gene_likelihood` must be 'zinb' or 'nb', got {gene_likelihood!r}.")
+        if dispersion not in ("gene-batch", "gene"):
+            raise ValueError(f"`dispersion` must be 'gene-batch' or 'gene', got {dispersion!r}.")
+        self.n_input = n_input
+        self.n_labels = n_labels
+        self.n_batch = n_batch
+        self.n_latent = n_latent
+        self.mixing_penalty = mixing_penalty
+        self.gene_likelihood = gene_likelihood
+        self.dispersion = dispersion
+        self.use_observed_lib_size = use_observed_lib_size
+        self.use_labels = use_labels
+        self.semi_supervised = semi_supervised
+
+        if not use_observed_lib_size:
+            if library_log_means is None or library_log_vars is None:
+                raise ValueError(
+                    "`library_log_means` and `library_log_vars` are required when "
+                    "`use_observed_lib_size=False`."
+                )
+            self.register_buffer("library_log_means", torch.as_tensor(library_log_means).float())
+            self.register_buffer("library_log_vars", torch.as_tensor(library_log_vars).float())
+
+        n_disp = max(n_batch, 1) if dispersion == "gene-batch" else 1
+        self.px_r = nn.Parameter(torch.randn(n_input, n_disp))
+
+        cat_list = [n_batch]
+        self.z_encoder = Encoder(
+            n_input,
+            n_latent,
+            n_cat_list=cat_list,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            dropout_rate=dropout_rate,
+            return_dist=True,
+        )
+        self.l_encoder = Encoder(
+            n_input,
+            1,
+            n_layers=1,
+            n_cat_list=cat_list,
+            n_hidden=n_hidden,
+            dropout_rate=dropout_rate,
+            return_dist=True,
+        )
+        self.decoder = DecoderSCVI(
+            n_latent,
+            n_input,
+            n_cat_list=cat_list,
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+        )
+        # LayerNorm rather than BatchNorm: a frozen classifier (stage 2) then has no running
+        # statistics that would drift, and predictions do not depend on the minibatch.
+        self.classifier = Classifier(
+            n_input,
+            n_hidden=classifier_n_hidden,
+            n_labels=n_labels,
+            n_layers=classifier_n_layers,
+            dropout_rate=classifier_dropout_rate,
+            logits=True,
+            use_batch_norm=False,
+            use_layer_norm=True,
+        )
+
+        # Prior: centroids mu_c, mixing weights phi (as logits), scale sigma (paper 000 §2).
+        self.prior_means = nn.Parameter(prior_init_scale * torch.randn(n_labels, n_latent))
+        self.prior_logits = nn.Parameter(torch.zeros(n_labels))
+        log_scale = torch.full((n_labels,) if learn_prior_scale else (1,), math.log(prior_scale))
+        if learn_prior_scale:
+            self.prior_log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("prior_log_scale", log_scale)
+
+        cw = torch.ones(n_labels) if class_weights is None else torch.as_tensor(class_weights)
+        if cw.shape != (n_labels,):
+            raise ValueError(f"`class_weights` must have shape ({n_labels},), got {tuple(cw.shape)}.")
+        self.register_buffer("class_weights", cw.float())
+
+    # ------------------------------------------------------------------ helpers
+    def classifier_parameters(self):
+        """Parameters of q(c|x) (stage 1 trains only these; stage 2 freezes them)."""
+        return self.classifier.parameters()
+
+    def generative_parameters(self):
+        """Every parameter except the classifier's."""
+        cls_ids = {id(p) for p in self.classifier.parameters()}
+        return (p for p in self.parameters() if id(p) not in cls_ids)
+
+    @auto_move_data
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(c|x) from raw counts (log1p of counts scaled to 10,000 per cell)."""
+        size = x.sum(-1, keepdim=True).clamp_min(1.0)
+        return self.classifier(torch.log1p(x / size * _CLASSIFIER_TARGET_SUM))
+
+    def _labels_mask(self, labels: torch.Tensor) -> torch.Tensor:
+        """Boolean ``(n_cells,)``: the cell carries an annotation among the C known types."""
+        labels = labels.view(-1)
+        if not self.use_labels:
+            return torch.zeros_like(labels, dtype=torch.bool)
+        return labels < self.n_labels
+
+    def _local_library_params(self, batch_index: torch.Tensor):
+        onehot = _one_hot(batch_index, self.n_batch)
+        means = F.linear(onehot, self.library_log_means)
+        variances = F.linear(onehot, self.library_log_vars)
+        return means, variances
+
+    def log_prior_z(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p(z) = logsumexp_c [log phi_c + log N(z; mu_c, sigma_c^2 I)]`` for any leading shape."""
+        scale = self.prior_log_scale.exp().expand(self.n_labels).unsqueeze(-1)  # (C, 1)
+        comp = Normal(self.prior_means, scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (..., C)
+        return torch.logsumexp(comp + F.log_softmax(self.prior_logits, -1), dim=-1)
+
+    # ------------------------------------------------------------------ module API
+    def _get_inference_input(self, tensors, **kwargs):
+        return {
+            "x": tensors[REGISTRY_KEYS.X_KEY],
+            "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+        }
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        return {
+            "z": inference_outputs["z"],
+            "library": inference_outputs["library"],
+            "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+        }
+
+    @auto_move_data
+    def inference(self, x, batch_index, n_samples: int = 1):
+        """q(z|x,s), q(l|x,s) and q(c|x)."""
+        x_log = torch.log1p(x)
+        qz, z = self.z_encoder(x_log, batch_index)
+        if self.use_observed_lib_size:
+            ql = None
+            library = torch.log(x.sum(-1, keepdim=True).clamp_min(1.0))
+        else:
+            ql, library = self.l_encoder(x_log, batch_index)
+        if n_samples > 1:
+            z = qz.rsample((n_samples,))
+            library = ql.rsample((n_samples,)) if ql is not None else library.expand(
+                n_samples, *library.shape
+            )
+        return {
+            "qz": qz,
+            "z": z,
+            "ql": ql,
+            "library": library,
+            "class_logits": self.classify(x),
+        }
+
+    @auto_move_data
+    def generative(self, z, library, batch_index, transform_batch=None):
+        """p(x | z, l, s): ZINB (or NB) with gene-batch dispersion."""
+        if transform_batch is not None:
+            batch_index = torch.full_like(batch_index, int(transform_batch))
+        px_scale, _, px_rate, px_dropout = self.decoder("gene", z, library, batch_index)
+        if self.dispersion == "gene-batch":
+            px_r = F.linear(_one_hot(batch_index, self.n_batch), self.px_r)
+        else:
+            px_r = self.px_r.squeeze(-1)
+        theta = torch.exp(px_r)
+        if self.gene_likelihood == "zinb":
+            px = ZeroInflatedNegativeBinomial(
+                mu=px_rate, theta=theta, zi_logits=px_dropout, scale=px_scale
+            )
+        else:
+            px = NegativeBinomial(mu=px_rate, theta=theta, scale=px_scale)
+        return {"px": px}
+
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
+        """Negative ELBO (labelled / unlabelled bounds, paper 000 §3) plus the mixing penalty.
+
+        The penalty is computed on the minibatch and divided by its number of cells so that it
+        is on the same per-cell scale as the averaged negative ELBO.
+        """
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
+        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+        qz = inference_outputs["qz"]
+        logits = inference_outputs["class_logits"]
+        n_cells = x.shape[0]
+
+        rec = -generative_outputs["px"].log_prob(x).sum(-1)
+        if self.use_observed_lib_size:
+            kl_l = torch.zeros_like(rec)
+        else:
+            means, variances = self._local_library_params(batch_index)
+            kl_l = kl(inference_outputs["ql"], Normal(means, variances.sqrt())).sum(-1)
+
+        kl_z_all = gaussian_kl_to_centroids(
+            qz.loc, qz.scale.pow(2), self.prior_means, self.prior_log_scale
+        )
+        log_phi = F.log_softmax(self.prior_logits, -1)
+        log_q = F.log_softmax(logits, -1)
+        q = log_q.exp()
+        # Unlabelled bound U(x) = sum_c q(c|x) L(x, c) + H(q): expected KL_z and KL(q(c|x) || phi)
+        kl_z = (q * kl_z_all).sum(-1)
+        kl_c = (q * (log_q - log_phi)).sum(-1)
+        q_bar = q
+        labelled = self._labels_mask(labels)
+        if self.semi_supervised and labelled.any():
+            # Labelled bound L(x, c): KL to the annotated mode, and -log phi_c
+            safe = torch.where(labelled, labels, torch.zeros_like(labels))
+            kl_z = torch.where(labelled, kl_z_all.gather(1, safe[:, None]).squeeze(1), kl_z)
+            kl_c = torch.where(labelled, -log_phi[safe], kl_c)
+            q_bar = torch.where(labelled[:, None], F.one_hot(safe, self.n_labels).to(q), q)
+
+        if self.mixing_penalty > 0:
+            penalty = batch_mixing_penalty(
+                qz.loc, q_bar, batch_index, self.prior_means, self.n_batch, self.mixing_penalty
+            ) / n_cells
+        else:
+            penalty = torch.zeros((), device=x.device)
+
+        loss = torch.mean(rec + kl_weight * (kl_z + kl_c + kl_l)) + penalty
+        extra = {"mixing_penalty": penalty.detach()}
+        if labelled.any():
+            extra["classification_loss"] = F.cross_entropy(logits[labelled], labels[labelled])
+            extra["accuracy"] = (logits[labelled].argmax(-1) == labels[labelled]).float().mean()
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=rec,
+            kl_local={
+                "kl_divergence_z": kl_z,
+                "kl_divergence_c": kl_c,
+                "kl_divergence_l": kl_l,
+            },
+            extra_metrics=extra,
+        )
+
+    def classification_loss(self, tensors) -> dict[str, torch.Tensor]:
+        """Stage-1 objective: class-weighted cross-entropy of q(c|x) on annotated cells.
+
+        Returns the weighted loss to optimise, and the standard cross-entropy, accuracy and
+        number of annotated cells for logging and early stopping.
+        """
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
+        mask = self._labels_mask(labels)
+        n = mask.sum()
+        if n == 0:
+            zero = torch.zeros((), device=x.device, requires_grad=True)
+            return {"loss": zero, "cross_entropy": zero.detach(), "accuracy": zero.detach(), "n": n}
+        logits = self.classify(x[mask])
+        y = labels[mask]
+        return {
+            "loss": F.cross_entropy(logits, y, weight=self.class_weights),
+            "cross_entropy": F.cross_entropy(logits, y).detach(),
+            "accuracy": (logits.argmax(-1) == y).float().mean().detach(),
+            "n": n,
+        }
+
+    @torch.inference_mode()
+    def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
+        """``log p(x, z, l) - log q(z, l | x)`` for ``n_samples`` posterior draws per cell.
+
+        ``c`` is summed out exactly in ``log p(z)`` (a C-component mixture), so the estimate
+        targets the marginal ``log p(x)``. All draws are decoded in one flattened pass.
+        """
+        x = tensors[REGISTRY_KEYS.X_KEY].to(self.device)
+        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(self.device)
+        inf = self.inference(x, batch_index, n_samples=1)
+        qz, ql = inf["qz"], inf["ql"]
+        z = qz.sample((n_samples,))  # (K, n, D)
+        k, n = z.shape[:2]
+        if ql is not None:
+            library = ql.sample((n_samples,))
+        else:
+            library = inf["library"].expand(n_samples, n, 1)
+        flat_batch = batch_index.repeat(k, 1)
+        px = self.generative(z.reshape(k * n, -1), library.reshape(k * n, 1), flat_batch)["px"]
+        log_px = px.log_prob(x.repeat(k, 1)).sum(-1).view(k, n)
+        log_w = log_px + self.log_prior_z(z) - qz.log_prob(z).sum(-1)
+        if ql is not None:
+            means, variances = self._local_library_params(batch_index)
+            prior_l = Normal(means, variances.sqrt())
+            log_w = log_w + (prior_l.log_prob(library) - ql.log_prob(library)).sum(-1)
+        return log_w

@@ -1,0 +1,155 @@
+"""Training plan for CapVI's three stages (paper 000 §3, "Training procedure")."""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from scvi.module.base import BaseModuleClass
+from scvi.train import TrainingPlan
+
+STAGES = ("classifier", "frozen", "joint")
+# Validation criterion each stage early-stops on (paper 000 §4.2).
+STAGE_MONITORS = {
+    "classifier": "classifier_cross_entropy_validation",
+    "frozen": "reconstruction_loss_validation",
+    "joint": "reconstruction_loss_validation",
+}
+STAGE_NUMBERS = {"classifier": 1, "frozen": 2, "joint": 3}
+
+
+class CapVITrainingPlan(TrainingPlan):
+    """One stage of CapVI training, on top of :class:`scvi.train.TrainingPlan`.
+
+    * ``stage="classifier"`` (stage 1): class-weighted cross-entropy of ``q(c|x)`` on annotated
+      cells; only the classifier is optimised; early stopping on held-out standard
+      cross-entropy (``classifier_cross_entropy_validation``).
+    * ``stage="frozen"`` (stage 2): negative ELBO + mixing penalty with ``q(c|x)`` frozen
+      (no gradient, eval mode so dropout is off): every classifier parameter stays bit-identical.
+    * ``stage="joint"`` (stage 3): everything trainable is optimised end to end.
+
+    Adam with ``eps=0.01`` as in the paper. With ``restore_best=True`` the parameters of the
+    epoch with the best value of ``monitor`` are restored when the stage ends.
+
+    Parameters
+    ----------
+    module
+        A :class:`~scvi_capvi.module.CapVIModule`.
+    stage
+        ``"classifier"``, ``"frozen"`` or ``"joint"``.
+    lr, eps
+        Adam learning rate and epsilon (paper: 1e-3, 0.01).
+    n_epochs_kl_warmup
+        KL warm-up epochs (default ``None``: no warm-up, as in the paper).
+    restore_best
+        Restore the best-``monitor`` parameters at the end of the stage.
+    monitor
+        Validation metric for ``restore_best`` (defaults to the stage's early-stopping metric).
+    **kwargs
+        Passed to :class:`scvi.train.TrainingPlan`.
+    """
+
+    def __init__(
+        self,
+        module: BaseModuleClass,
+        *,
+        stage: Literal["classifier", "frozen", "joint"] = "joint",
+        lr: float = 1e-3,
+        eps: float = 0.01,
+        n_epochs_kl_warmup: int | None = None,
+        restore_best: bool = True,
+        monitor: str | None = None,
+        **kwargs,
+    ):
+        if stage not in STAGES:
+            raise ValueError(f"`stage` must be one of {STAGES}, got {stage!r}.")
+        super().__init__(module, lr=lr, eps=eps, n_epochs_kl_warmup=n_epochs_kl_warmup, **kwargs)
+        self.stage = stage
+        self.monitor = monitor or STAGE_MONITORS[stage]
+        self.restore_best = restore_best
+        self._best_value = None
+        self._best_state = None
+        self._frozen_requires_grad: dict[str, bool] = {}
+
+    @property
+    def stage_name(self) -> str:
+        return f"stage {STAGE_NUMBERS[self.stage]} ({self.stage})"
+
+    # -------------------------------------------------------------- freezing
+    def on_fit_start(self):
+        if self.stage == "frozen":
+            for name, p in self.module.classifier.named_parameters():
+                self._frozen_requires_grad[name] = p.requires_grad
+                p.requires_grad_(False)
+
+    def on_train_epoch_start(self):
+        # Lightning puts the whole module in train mode each epoch; a frozen q(c|x) stays in
+        # eval mode so its dropout does not make the frozen stage stochastic in c.
+        if self.stage == "frozen":
+            self.module.classifier.eval()
+
+    def on_train_end(self):
+        if self.stage == "frozen":
+            for name, p in self.module.classifier.named_parameters():
+                p.requires_grad_(self._frozen_requires_grad.get(name, True))
+        if self.restore_best and self._best_state is not None:
+            self.module.load_state_dict(self._best_state)
+
+    def configure_optimizers(self):
+        if self.stage == "classifier":
+            params = [p for p in self.module.classifier_parameters() if p.requires_grad]
+            optimizer = self.get_optimizer_creator()(params)
+            return {"optimizer": optimizer}
+        return super().configure_optimizers()
+
+    # -------------------------------------------------------------- steps
+    def _check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]):
+        if torch.isfinite(loss):
+            return
+        bad = [k for k, v in terms.items() if v is not None and not torch.isfinite(v).all()]
+        raise FloatingPointError(
+            f"CapVI {self.stage_name}: the training loss became non-finite at epoch "
+            f"{self.current_epoch} (non-finite terms: {', '.join(bad) or 'loss'}). Check the "
+            "input for non-count values, or lower the learning rate."
+        )
+
+    def training_step(self, batch, batch_idx):
+        if self.stage != "classifier":
+            loss = super().training_step(batch, batch_idx)
+            self._check_finite(loss, {"loss": loss})
+            return loss
+        out = self.module.classification_loss(batch)
+        self._check_finite(out["loss"], out)
+        n = int(out["n"])
+        if n > 0:
+            log = {"on_step": False, "on_epoch": True, "batch_size": n}
+            self.log("train_loss", out["loss"], prog_bar=True, **log)
+            self.log("classifier_cross_entropy_train", out["cross_entropy"], **log)
+            self.log("classifier_accuracy_train", out["accuracy"], **log)
+        return out["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        if self.stage != "classifier":
+            return super().validation_step(batch, batch_idx)
+        out = self.module.classification_loss(batch)
+        n = int(out["n"])
+        if n > 0:
+            log = {"on_step": False, "on_epoch": True, "batch_size": n}
+            self.log("validation_loss", out["loss"], **log)
+            self.log("classifier_cross_entropy_validation", out["cross_entropy"], **log)
+            self.log("classifier_accuracy_validation", out["accuracy"], **log)
+
+    def on_validation_end(self):
+        # Runs after the epoch's metrics are aggregated, like Lightning's EarlyStopping.
+        if not self.restore_best or self.trainer.sanity_checking:
+            return
+        value = self.trainer.callback_metrics.get(self.monitor)
+        if value is None or not torch.isfinite(value):
+            return
+        value = float(value)
+        if self._best_value is None or value < self._best_value:
+            self._best_value = value
+            self._best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+            )

@@ -1,0 +1,318 @@
+"""Loaders for the benchmark datasets: local ``.h5ad`` copies and scanpy's bundled PBMC 68k."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "SCVI_CAPVI_DATA_DIR"
+"""Environment variable naming the folder that holds the local dataset copies."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a benchmark dataset file is expected to hold (see ``shared/data/SOURCES.md``)."""
+
+    name: str
+    n_cells: int
+    n_genes: int
+    n_cell_types: int
+    n_batches: int
+    description: str
+
+
+_REGISTRY: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "cellbench_lung_cell_lines",
+            1_021,
+            28_013,
+            5,
+            5,
+            "CellBench lung cell-line mixtures, demuxlet labels, CEL-seq2 + Drop-seq (Tian 2019)",
+        ),
+        DatasetInfo(
+            "kang2018_pbmc_ifnb_muscat_subset",
+            1_556,
+            1_267,
+            5,
+            4,
+            "Kang 2018 PBMC ctrl/IFN-beta, muscat subset, batch = donor x condition",
+        ),
+        DatasetInfo(
+            "pbmc8k_scvijl_200genes",
+            7_480,
+            200,
+            8,
+            1,
+            "10x PBMC 8k reduced to 200 genes (scVI.jl), SingleR-style labels; smoke tests",
+        ),
+        DatasetInfo(
+            "pbmc4k_10x_top2000",
+            4_271,
+            2_000,
+            8,
+            1,
+            "10x PBMC 4k, top 2,000 genes (scDCC), integer labels, unnamed genes",
+        ),
+        DatasetInfo(
+            "human_kidney_young2018_top2000",
+            5_685,
+            2_000,
+            11,
+            1,
+            "Human kidney (Young 2018), top 2,000 genes (scDCC), integer labels, unnamed genes",
+        ),
+        DatasetInfo(
+            "mouse_bladder_han2018",
+            2_100,
+            19_079,
+            16,
+            1,
+            "Mouse bladder (Han 2018, Microwell-seq) from scDCC, integer labels, unnamed genes",
+        ),
+    )
+}
+
+
+def _source_tree_data_dir() -> Path | None:
+    """``shared/data`` beside the repository, when the package runs from a source checkout."""
+    repo = Path(__file__).resolve().parents[3]
+    candidate = repo.parent / "shared" / "data"
+    if (repo / "pyproject.toml").is_file() and candidate.is_dir():
+        return candidate
+    return None
+
+
+def _candidate_data_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    """Where to look, in order: the argument alone, else ``$SCVI_CAPVI_DATA_DIR``, else the
+    ``shared/data`` folder next to a source checkout."""
+    if data_dir is not None:
+        return [Path(data_dir)]
+    dirs = []
+    if os.environ.get(DATA_DIR_ENV):
+        dirs.append(Path(os.environ[DATA_DIR_ENV]))
+    fallback = _source_tree_data_dir()
+    if fallback is not None:
+        dirs.append(fallback)
+    return dirs
+
+
+def _available_names(dirs: list[Path]) -> list[str]:
+    return sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.h5ad")})
+
+
+def list_datasets(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The known benchmark datasets, their expected size and whether a local copy was found.
+
+    Parameters
+    ----------
+    data_dir
+        Folder holding ``<name>.h5ad`` files. Defaults to ``$SCVI_CAPVI_DATA_DIR``, then to
+        ``shared/data`` next to a source checkout.
+
+    Returns
+    -------
+    One row per dataset (index ``name``): ``n_cells``, ``n_genes``, ``n_cell_types``,
+    ``n_batches``, ``description``, ``path`` (``None`` when absent) and ``available``.
+    Files found locally but not in the registry are listed too, with unknown sizes.
+    """
+    dirs = _candidate_data_dirs(data_dir)
+    names = list(_REGISTRY) + [n for n in _available_names(dirs) if n not in _REGISTRY]
+    rows = []
+    for name in names:
+        info = _REGISTRY.get(name)
+        path = _find_file(name, dirs)
+        rows.append(
+            {
+                "name": name,
+                "n_cells": info.n_cells if info else pd.NA,
+                "n_genes": info.n_genes if info else pd.NA,
+                "n_cell_types": info.n_cell_types if info else pd.NA,
+                "n_batches": info.n_batches if info else pd.NA,
+                "description": info.description if info else "",
+                "path": str(path) if path is not None else None,
+                "available": path is not None,
+            }
+        )
+    return pd.DataFrame(rows).set_index("name")
+
+
+def _find_file(name: str, dirs: list[Path]) -> Path | None:
+    for d in dirs:
+        path = d / f"{name}.h5ad"
+        if path.is_file():
+            return path
+    return None
+
+
+def _check_counts(X, where: str) -> None:
+    """Raise if ``X`` is not a matrix of non-negative integer counts."""
+    values = X.data if sparse.issparse(X) else np.asarray(X)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{where} contains NaN or infinite values; raw counts are expected.")
+    if values.size and values.min() < 0:
+        raise ValueError(f"{where} contains negative values; raw counts are expected.")
+    if not np.all(np.equal(np.mod(values, 1), 0)):
+        raise ValueError(
+            f"{where} contains non-integer values (normalised or log-transformed data?); "
+            "raw counts are expected."
+        )
+
+
+def read_dataset(name: str, data_dir: str | os.PathLike | None = None) -> ad.AnnData:
+    """Read a benchmark dataset from a local ``<data_dir>/<name>.h5ad`` copy.
+
+    The six registered datasets (:func:`list_datasets`) were assembled from public GitHub
+    repositories (provenance in ``shared/data/SOURCES.md``) and have no stable download URL:
+    they are only available as local copies.
+
+    Parameters
+    ----------
+    name
+        File stem, e.g. ``"kang2018_pbmc_ifnb_muscat_subset"``.
+    data_dir
+        Folder holding the file. Defaults to ``$SCVI_CAPVI_DATA_DIR``, then to ``shared/data``
+        next to a source checkout.
+
+    Returns
+    -------
+    AnnData with raw counts in ``X`` (CSR) and ``layers["counts"]``, and string categoricals
+    ``obs["cell_type"]`` and ``obs["batch"]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no ``<name>.h5ad`` is found; the message lists where it looked and what exists.
+    ValueError
+        When the file lacks ``obs["cell_type"]`` / ``obs["batch"]`` or ``X`` is not counts.
+    """
+    dirs = _candidate_data_dirs(data_dir)
+    path = _find_file(name, dirs)
+    if path is None:
+        looked = ", ".join(str(d) for d in dirs) or (
+            f"nowhere: pass data_dir or set ${DATA_DIR_ENV}"
+        )
+        found = _available_names(dirs)
+        hint = (
+            f"'{name}' is only available as a local copy (built from GitHub repositories, "
+            f"no stable download URL); point data_dir or ${DATA_DIR_ENV} at the folder holding it."
+            if name in _REGISTRY
+            else f"Unknown dataset '{name}'; registered names: {', '.join(_REGISTRY)}."
+        )
+        raise FileNotFoundError(
+            f"No '{name}.h5ad' found. Looked in: {looked}. "
+            f"Datasets there: {', '.join(found) or 'none'}. {hint}"
+        )
+
+    adata = ad.read_h5ad(path)
+    missing = [key for key in ("cell_type", "batch") if key not in adata.obs]
+    if missing:
+        raise ValueError(
+            f"{path} lacks obs column(s) {missing}; expected 'cell_type' and 'batch'."
+        )
+    _check_counts(adata.X, f"{path} X")
+    if not sparse.issparse(adata.X):
+        adata.X = sparse.csr_matrix(adata.X)
+    for key in ("cell_type", "batch"):
+        adata.obs[key] = adata.obs[key].astype(str).astype("category")
+    if "counts" not in adata.layers:
+        adata.layers["counts"] = adata.X.copy()
+
+    info = _REGISTRY.get(name)
+    if info is not None and adata.shape != (info.n_cells, info.n_genes):
+        warnings.warn(
+            f"{path} holds {adata.n_obs} cells x {adata.n_vars} genes; the registry expects "
+            f"{info.n_cells} x {info.n_genes}. Is it a different version of '{name}'?",
+            UserWarning,
+            stacklevel=2,
+        )
+    logger.info("Read %s: %d cells x %d genes", path, adata.n_obs, adata.n_vars)
+    return adata
+
+
+def pbmc68k_reduced(atol: float = 0.05) -> ad.AnnData:
+    """scanpy's bundled PBMC 68k subset (700 cells, 10 types) with its raw counts recovered.
+
+    ``scanpy.datasets.pbmc68k_reduced().raw.X`` is ``log1p(counts / n_counts * 1e4)`` (Zheng
+    et al. 2017, *Nat. Commun.*), so ``expm1(raw.X) * n_counts / 1e4`` gives the counts back.
+    The stored normalisation is off by up to ~0.07 % per cell (float32 storage), which for a
+    count of ~200 is a deviation of ~0.08; one least-squares scale per cell, fitted against the
+    rounded counts, removes it. Every value must then lie within ``atol`` of an integer.
+
+    Parameters
+    ----------
+    atol
+        Largest accepted distance of a recovered value to its nearest integer.
+
+    Returns
+    -------
+    AnnData, 700 cells x 765 genes (``raw.var_names``): ``X`` and ``layers["counts"]`` CSR
+    float32 integer counts; ``obs["cell_type"]`` (the 10 ``bulk_labels``), ``obs["batch"]``
+    (one category, ``"pbmc68k"``), the original ``obs`` columns, ``obsm["X_pca"]`` and
+    ``obsm["X_umap"]`` of the processed data.
+
+    Raises
+    ------
+    ValueError
+        When a value is not within ``atol`` of an integer (counts not recoverable).
+    """
+    import scanpy as sc
+
+    src = sc.datasets.pbmc68k_reduced()
+    logged = sparse.csr_matrix(src.raw.X, dtype=np.float64)
+    n_counts = src.obs["n_counts"].to_numpy(dtype=np.float64)
+
+    values = logged.tocoo()
+    rows = values.row
+    scaled = np.expm1(values.data) * n_counts[rows] / 1e4
+    rounded = np.round(scaled)
+    # per-cell least-squares correction c = <k, v> / <v, v> of the stored size factor
+    correction = np.bincount(rows, rounded * scaled, minlength=src.n_obs) / np.maximum(
+        np.bincount(rows, scaled * scaled, minlength=src.n_obs), np.finfo(float).tiny
+    )
+    correction[correction == 0] = 1.0
+    if np.abs(correction - 1).max() > 1e-2:
+        raise ValueError(
+            "pbmc68k_reduced: raw.X is not log1p(counts / n_counts * 1e4) "
+            f"(size factors off by up to {np.abs(correction - 1).max():.2%})."
+        )
+    scaled *= correction[rows]
+    deviation = np.abs(scaled - np.round(scaled))
+    if deviation.max() > atol:
+        worst = int(deviation.argmax())
+        raise ValueError(
+            "pbmc68k_reduced: cannot recover integer counts from raw.X: "
+            f"value {scaled[worst]:.4f} "
+            f"(cell {src.obs_names[rows[worst]]}, gene {src.raw.var_names[values.col[worst]]}) "
+            f"is {deviation[worst]:.4f} from an integer (tolerance {atol}); "
+            f"{int((deviation > atol).sum())} values exceed it."
+        )
+    counts = sparse.csr_matrix(
+        (np.round(scaled).astype(np.float32), (rows, values.col)), shape=logged.shape
+    )
+    counts.eliminate_zeros()
+    counts.sort_indices()
+
+    obs = src.obs.copy()
+    obs["cell_type"] = obs["bulk_labels"].astype(str).astype("category")
+    obs["batch"] = pd.Categorical(["pbmc68k"] * src.n_obs)
+    adata = ad.AnnData(
+        X=counts,
+        obs=obs,
+        var=pd.DataFrame(index=src.raw.var_names.copy()),
+        obsm={key: src.obsm[key].copy() for key in ("X_pca", "X_umap") if key in src.obsm},
+    )
+    adata.layers["counts"] = counts.copy()
+    return adata

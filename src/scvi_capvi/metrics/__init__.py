@@ -1,5 +1,11 @@
 """Latent-space and classification metrics: pure functions of arrays, no models."""
 
+from ._classification import (
+    accuracy,
+    confusion_matrix,
+    max_posterior_probability,
+    weighted_accuracy,
+)
 from ._latent import (
     active_units,
     cell_type_asw,
@@ -7,8 +13,24 @@ from ._latent import (
     latent_unit_activity,
     n_pcs_for_variance,
 )
+from ._lisi import clisi, ilisi, pairwise_ilisi
+from ._mixing import batch_entropy_mixing, knn_jaccard, knn_purity
+from ._neighbors import nearest_neighbors
 
 __all__: list[str] = []
+__all__ += [
+    "accuracy",
+    "batch_entropy_mixing",
+    "clisi",
+    "confusion_matrix",
+    "ilisi",
+    "knn_jaccard",
+    "knn_purity",
+    "max_posterior_probability",
+    "nearest_neighbors",
+    "pairwise_ilisi",
+    "weighted_accuracy",
+]
 
 __all__ += [
     "active_units",

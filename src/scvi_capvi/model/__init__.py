@@ -1,5 +1,7 @@
 """User-facing models (AnnData in, latent spaces and predictions out)."""
 
+from ._autoencoder import NBAutoencoder
 from ._mixins import ImportanceSampledLLMixin
+from ._vampvi import VampVI
 
-__all__ = ["ImportanceSampledLLMixin"]
+__all__ = ["ImportanceSampledLLMixin", "NBAutoencoder", "VampVI"]

@@ -1,3 +1,6 @@
 """Pure-torch modules (no AnnData): generative models and inference networks."""
 
-__all__: list[str] = []
+from ._autoencoder import NBAutoencoderModule
+from ._vamp import VampPriorModule
+
+__all__ = ["NBAutoencoderModule", "VampPriorModule"]

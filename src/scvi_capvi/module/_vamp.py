@@ -1,0 +1,542 @@
+"""VAE with a VampPrior and/or an inverse-autoregressive-flow posterior (paper 001)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from pyro.distributions import TransformedDistribution
+from pyro.distributions.transforms import AffineAutoregressive
+from pyro.nn import AutoRegressiveNN
+from scvi import REGISTRY_KEYS
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module._constants import MODULE_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.nn import DecoderSCVI, Encoder, LinearDecoderSCVI
+from torch import nn
+from torch.distributions import Independent, Normal, kl_divergence
+from torch.nn.functional import one_hot, softplus
+
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from torch.distributions import Distribution
+
+# Paper 001 §2: "an additional layer at the input of each model which normalised all counts
+# to 10000, followed by a ln(1 + x) operation".
+TARGET_SUM = 1e4
+
+Z_BASE_KEY = "z_base"
+QZ_BASE_KEY = "qz_base"
+LOG_QZ_KEY = "log_qz"
+FLOW_LOG_DET_KEY = "flow_log_det"
+
+
+def normalize_log1p(x: torch.Tensor, target_sum: float = TARGET_SUM) -> torch.Tensor:
+    """Paper 001's input layer: scale each cell to ``target_sum`` counts, then ``log1p``."""
+    size = x.sum(dim=-1, keepdim=True).clamp_min(1e-8)
+    return torch.log1p(x / size * target_sum)
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    return y + torch.log(-torch.expm1(-y))
+
+
+def diagonal_gaussian_mixture_log_prob(
+    z: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
+) -> torch.Tensor:
+    """``log (1/K) Σ_k N(z; means_k, diag(variances_k))`` for every row of ``z``.
+
+    The quadratic form is expanded into matrix products so that no ``(..., K, D)`` tensor is
+    built: importance sampling evaluates this for ``n_samples × cells × K`` pairs at once.
+
+    Parameters
+    ----------
+    z
+        ``(..., D)`` points.
+    means, variances
+        ``(K, D)`` component parameters.
+
+    Returns
+    -------
+    ``(...)`` log densities.
+    """
+    precision = variances.reciprocal()
+    quad = (
+        (z * z) @ precision.T
+        - 2.0 * (z @ (means * precision).T)
+        + (means * means * precision).sum(-1)
+    )
+    log_norm = variances.log().sum(-1) + z.shape[-1] * math.log(2 * math.pi)
+    log_comp = -0.5 * (quad + log_norm)
+    return torch.logsumexp(log_comp, dim=-1) - math.log(means.shape[0])
+
+
+def build_nb_decoder(
+    decoder: Literal["nonlinear", "linear"],
+    n_latent: int,
+    n_input: int,
+    n_batch: int,
+    n_layers: int,
+    n_hidden: int,
+    use_batch_norm: bool,
+    use_layer_norm: bool,
+) -> nn.Module:
+    """scvi-tools' own decoders: ``DecoderSCVI`` (scVI) or ``LinearDecoderSCVI`` (LDVAE)."""
+    if decoder == "nonlinear":
+        return DecoderSCVI(
+            n_latent,
+            n_input,
+            n_cat_list=[n_batch],
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            inject_covariates=True,
+            use_batch_norm=use_batch_norm,
+            use_layer_norm=use_layer_norm,
+        )
+    if decoder == "linear":
+        return LinearDecoderSCVI(
+            n_latent,
+            n_input,
+            n_cat_list=[n_batch],
+            use_batch_norm=use_batch_norm,
+            use_layer_norm=False,
+            bias=False,
+        )
+    raise ValueError(f"`decoder` must be 'nonlinear' or 'linear', got {decoder!r}.")
+
+
+class _NBGenerativeMixin:
+    """Shared count likelihood ``x | z, l, s`` of the VAE and the reference autoencoder."""
+
+    def _init_dispersion(self, dispersion: str, n_input: int, n_batch: int) -> None:
+        if dispersion == "gene":
+            self.px_r = nn.Parameter(torch.randn(n_input))
+        elif dispersion == "gene-batch":
+            self.px_r = nn.Parameter(torch.randn(n_input, max(n_batch, 1)))
+        else:
+            raise ValueError(f"`dispersion` must be 'gene' or 'gene-batch', got {dispersion!r}.")
+        if self.gene_likelihood not in ("nb", "zinb"):
+            raise ValueError(
+                f"`gene_likelihood` must be 'nb' or 'zinb', got {self.gene_likelihood!r}."
+            )
+
+    def _px(
+        self,
+        z: torch.Tensor,
+        library: torch.Tensor,
+        batch_index: torch.Tensor,
+        transform_batch: int | None = None,
+    ) -> Distribution:
+        if transform_batch is not None:
+            batch_index = torch.ones_like(batch_index) * transform_batch
+        px_scale, _, px_rate, px_dropout = self.decoder("gene", z, library, batch_index)
+        if self.dispersion == "gene-batch":
+            px_r = one_hot(batch_index.squeeze(-1).long(), max(self.n_batch, 1)).float()
+            px_r = px_r @ self.px_r.T
+        else:
+            px_r = self.px_r
+        px_r = torch.exp(px_r)
+        if self.gene_likelihood == "zinb":
+            return ZeroInflatedNegativeBinomial(
+                mu=px_rate, theta=px_r, zi_logits=px_dropout, scale=px_scale
+            )
+        return NegativeBinomial(mu=px_rate, theta=px_r, scale=px_scale)
+
+
+class VampPriorModule(_NBGenerativeMixin, BaseModuleClass):
+    """VAE for counts with a VampPrior and/or an IAF posterior (paper 001).
+
+    Generative model: ``z ~ p(z)``, ``x_g | z, l, s ~ NB(l ρ_g(z, s), θ_g)`` (ZINB optional),
+    with ``ρ`` from scvi-tools' ``DecoderSCVI`` or, with ``decoder="linear"``, the LDVAE
+    ``LinearDecoderSCVI``. The prior is either ``N(0, I)`` or the VampPrior (Tomczak & Welling
+    2018) ``p(z) = (1/K) Σ_k q(z | u_k)`` over ``K`` learnable pseudo-inputs ``u_k`` in gene
+    space, encoded by the same encoder as the cells. The KL term is estimated by Monte Carlo,
+    ``log q(z|x) - log p(z)``, unless both prior and posterior are Gaussian (closed form).
+
+    The posterior is ``q(z0 | x) = N(μ(x), σ²(x))`` from scvi-tools' ``Encoder`` applied to
+    the paper's input layer (counts scaled to 10,000 per cell, then ``log1p``), batch one-hot
+    injected, optionally pushed through ``n_flows`` pyro ``AffineAutoregressive`` layers (IAF,
+    Kingma et al. 2016): ``z = T(z0)``, ``log q(z|x) = log N(z0) - log|det ∂T/∂z0|``.
+
+    The flow is shared by all cells (not conditioned on ``x``). Two consequences, by design:
+    ``q(z | u_k)`` of every pseudo-input is the same flow applied to its own Gaussian, so the
+    VampPrior stays exact and cheap with an IAF posterior — ``T⁻¹(z)`` is the cached ``z0`` —
+    instead of needing ``K`` sequential flow inversions per sample; and with the VampPrior the
+    log-determinant cancels in the KL, so VAMP+IAF differs from VAMP through where the
+    decoder reads ``z = T(z0)``. With the normal prior the flow acts on the KL as well.
+
+    Pseudo-inputs are kept non-negative (``u = softplus(w)``) so the count normalisation applies
+    to them unchanged. Each is encoded with the batch of the cell it was initialised from
+    (``pseudo_input_batch``; batch 0 for a random initialisation). The encoder uses layer norm
+    instead of batch norm by default: with batch norm the pseudo-inputs' encoding, hence the
+    prior, would depend on the minibatch during training and differ in evaluation mode.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_batch
+        Number of batches; ``0`` or ``1`` for none.
+    n_labels
+        Number of labels (unused; kept for the scvi-tools model interface).
+    n_hidden
+        Nodes per hidden layer of the encoder and the non-linear decoder.
+    n_latent
+        Dimensionality of ``z``.
+    n_layers
+        Hidden layers of the encoder and the non-linear decoder.
+    dropout_rate
+        Dropout in the encoder.
+    prior
+        ``"vamp"`` (VampPrior) or ``"normal"`` (``N(0, I)``).
+    n_pseudo_inputs
+        ``K``, number of pseudo-inputs (paper 001 uses 500).
+    pseudo_input_init
+        ``(K, n_input)`` non-negative counts (e.g. ``K`` random cells) to start the
+        pseudo-inputs from; random positive values if ``None``.
+    pseudo_input_batch
+        ``(K,)`` batch index used to encode each pseudo-input; zeros if ``None``.
+    posterior
+        ``"normal"`` (diagonal Gaussian) or ``"iaf"`` (that Gaussian followed by ``n_flows``
+        IAF layers).
+    n_flows
+        Number of IAF layers (paper 001 uses 5).
+    flow_hidden_dims
+        Hidden sizes of each flow's ``pyro.nn.AutoRegressiveNN``; pyro's default
+        ``[3 * n_latent + 1]`` if ``None``.
+    decoder
+        ``"nonlinear"`` (``DecoderSCVI``) or ``"linear"`` (``LinearDecoderSCVI``, LDVAE).
+    dispersion
+        ``"gene"`` or ``"gene-batch"``.
+    gene_likelihood
+        ``"nb"`` (paper 001) or ``"zinb"``.
+    use_observed_lib_size
+        Use the observed library size ``l``; otherwise a log-normal latent library with a
+        per-batch prior as in scVI, encoded from ``log1p`` of the raw counts.
+    library_log_means, library_log_vars
+        ``(1, n_batch)`` prior parameters of the log library, required when
+        ``use_observed_lib_size=False``.
+    use_batch_norm
+        Where to use batch norm: ``"none"``, ``"encoder"``, ``"decoder"`` or ``"both"``.
+    use_layer_norm
+        Where to use layer norm: ``"none"``, ``"encoder"``, ``"decoder"`` or ``"both"``.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_batch: int = 0,
+        n_labels: int = 0,
+        n_hidden: int = 128,
+        n_latent: int = 10,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        prior: Literal["vamp", "normal"] = "vamp",
+        n_pseudo_inputs: int = 500,
+        pseudo_input_init: torch.Tensor | np.ndarray | None = None,
+        pseudo_input_batch: torch.Tensor | np.ndarray | None = None,
+        posterior: Literal["normal", "iaf"] = "normal",
+        n_flows: int = 5,
+        flow_hidden_dims: list[int] | None = None,
+        decoder: Literal["nonlinear", "linear"] = "nonlinear",
+        dispersion: Literal["gene", "gene-batch"] = "gene",
+        gene_likelihood: Literal["nb", "zinb"] = "nb",
+        use_observed_lib_size: bool = True,
+        library_log_means: np.ndarray | None = None,
+        library_log_vars: np.ndarray | None = None,
+        use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "decoder",
+        use_layer_norm: Literal["encoder", "decoder", "none", "both"] = "encoder",
+    ):
+        super().__init__()
+        if prior not in ("vamp", "normal"):
+            raise ValueError(f"`prior` must be 'vamp' or 'normal', got {prior!r}.")
+        if posterior not in ("normal", "iaf"):
+            raise ValueError(f"`posterior` must be 'normal' or 'iaf', got {posterior!r}.")
+        if posterior == "iaf" and (n_latent < 2 or n_flows < 1):
+            raise ValueError("An IAF posterior needs `n_latent >= 2` and `n_flows >= 1`.")
+        self.n_input = n_input
+        self.n_batch = n_batch
+        self.n_labels = n_labels
+        self.n_latent = n_latent
+        self.prior = prior
+        self.posterior = posterior
+        self.decoder_type = decoder
+        self.dispersion = dispersion
+        self.gene_likelihood = gene_likelihood
+        self.use_observed_lib_size = use_observed_lib_size
+        self.latent_distribution = "normal"
+        self._init_dispersion(dispersion, n_input, n_batch)
+
+        bn_enc = use_batch_norm in ("encoder", "both")
+        bn_dec = use_batch_norm in ("decoder", "both")
+        ln_enc = use_layer_norm in ("encoder", "both")
+        ln_dec = use_layer_norm in ("decoder", "both")
+        self.z_encoder = Encoder(
+            n_input,
+            n_latent,
+            n_cat_list=[n_batch],
+            n_layers=n_layers,
+            n_hidden=n_hidden,
+            dropout_rate=dropout_rate,
+            use_batch_norm=bn_enc,
+            use_layer_norm=ln_enc,
+            return_dist=True,
+        )
+        if not use_observed_lib_size:
+            if library_log_means is None or library_log_vars is None:
+                raise ValueError(
+                    "`use_observed_lib_size=False` needs `library_log_means` and "
+                    "`library_log_vars`."
+                )
+            self.register_buffer("library_log_means", torch.as_tensor(library_log_means).float())
+            self.register_buffer("library_log_vars", torch.as_tensor(library_log_vars).float())
+            self.l_encoder = Encoder(
+                n_input,
+                1,
+                n_cat_list=[n_batch],
+                n_layers=1,
+                n_hidden=n_hidden,
+                dropout_rate=dropout_rate,
+                use_batch_norm=bn_enc,
+                use_layer_norm=ln_enc,
+                return_dist=True,
+            )
+        self.decoder = build_nb_decoder(
+            decoder, n_latent, n_input, n_batch, n_layers, n_hidden, bn_dec, ln_dec
+        )
+
+        if posterior == "iaf":
+            # What pyro's `affine_autoregressive` helper builds, but with a fresh ReLU per
+            # network: the helper's default activation is one module instance shared by every
+            # flow ever created, so `.eval()` on one model would reach into another.
+            hidden = flow_hidden_dims or [3 * n_latent + 1]
+            self.flows = nn.ModuleList(
+                AffineAutoregressive(AutoRegressiveNN(n_latent, hidden, nonlinearity=nn.ReLU()))
+                for _ in range(n_flows)
+            )
+        else:
+            self.flows = nn.ModuleList()
+
+        if prior == "vamp":
+            if pseudo_input_init is None:
+                init = softplus(torch.randn(n_pseudo_inputs, n_input))
+            else:
+                init = torch.as_tensor(np.asarray(pseudo_input_init), dtype=torch.float32)
+                if init.shape != (n_pseudo_inputs, n_input):
+                    raise ValueError(
+                        f"`pseudo_input_init` must have shape ({n_pseudo_inputs}, {n_input}), "
+                        f"got {tuple(init.shape)}."
+                    )
+                if (init < 0).any() or not torch.isfinite(init).all():
+                    raise ValueError("`pseudo_input_init` must be finite non-negative counts.")
+            # softplus keeps u_k >= 0 so the count normalisation stays valid; zeros start at
+            # 1e-3 to keep the inverse finite.
+            self.pseudo_inputs_unconstrained = nn.Parameter(
+                _inverse_softplus(init.clamp_min(1e-3))
+            )
+            if pseudo_input_batch is None:
+                pseudo_input_batch = torch.zeros(n_pseudo_inputs, dtype=torch.long)
+            pib = torch.as_tensor(np.asarray(pseudo_input_batch), dtype=torch.long).reshape(-1, 1)
+            if pib.shape[0] != n_pseudo_inputs:
+                raise ValueError("`pseudo_input_batch` needs one batch index per pseudo-input.")
+            self.register_buffer("pseudo_input_batch", pib)
+
+    # ------------------------------------------------------------------ prior / posterior
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The ``(K, n_input)`` non-negative pseudo-inputs ``u_k``."""
+        return softplus(self.pseudo_inputs_unconstrained)
+
+    def pseudo_input_posteriors(self) -> Normal:
+        """Gaussian base ``q(z0 | u_k)`` of every pseudo-input, batch shape ``(K, n_latent)``."""
+        qz, _ = self.z_encoder(normalize_log1p(self.pseudo_inputs), self.pseudo_input_batch)
+        return qz
+
+    def flow_forward(self, z_base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Push ``z0`` through the IAF layers; return ``z`` and ``log|det ∂z/∂z0|``."""
+        z = z_base
+        log_det = torch.zeros(z_base.shape[:-1], device=z_base.device)
+        for flow in self.flows:
+            z_next = flow(z)
+            log_det = log_det + flow.log_abs_det_jacobian(z, z_next)
+            z = z_next
+        return z, log_det
+
+    def posterior_distribution(self, qz_base: Normal) -> Distribution:
+        """``q(z | x)`` as a distribution object (pyro ``TransformedDistribution`` for IAF)."""
+        if self.posterior == "normal":
+            return qz_base
+        return TransformedDistribution(Independent(qz_base, 1), list(self.flows))
+
+    def log_prior(
+        self, z: torch.Tensor, z_base: torch.Tensor, flow_log_det: torch.Tensor
+    ) -> torch.Tensor:
+        """``log p(z)`` for ``z = T(z_base)``.
+
+        For the VampPrior, ``log q(z | u_k) = log N(T⁻¹ z; μ_k, σ_k²) - log|det ∂T/∂z0|`` with
+        the flow shared by all inputs, so ``T⁻¹ z`` is the known ``z_base``.
+        """
+        if self.prior == "normal":
+            return Normal(0.0, 1.0).log_prob(z).sum(-1)
+        qu = self.pseudo_input_posteriors()
+        return diagonal_gaussian_mixture_log_prob(z_base, qu.loc, qu.scale.square()) - flow_log_det
+
+    # ------------------------------------------------------------------ module API
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY],
+            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+        }
+
+    def _get_generative_input(
+        self, tensors: dict[str, torch.Tensor], inference_outputs: dict
+    ) -> dict[str, torch.Tensor]:
+        return {
+            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
+            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
+            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+        }
+
+    @auto_move_data
+    def inference(
+        self, x: torch.Tensor, batch_index: torch.Tensor, n_samples: int = 1
+    ) -> dict[str, torch.Tensor | Distribution | None]:
+        """Encode ``x``; draw ``z`` (shape ``(n_samples, cells, D)`` if ``n_samples > 1``)."""
+        qz_base, _ = self.z_encoder(normalize_log1p(x), batch_index)
+        z_base = qz_base.rsample() if n_samples == 1 else qz_base.rsample((n_samples,))
+        z, log_det = self.flow_forward(z_base)
+        log_qz = qz_base.log_prob(z_base).sum(-1) - log_det
+
+        ql = None
+        if self.use_observed_lib_size:
+            library = torch.log(x.sum(-1, keepdim=True).clamp_min(1.0))
+            if n_samples > 1:
+                library = library.unsqueeze(0).expand(n_samples, -1, -1)
+        else:
+            ql, library = self.l_encoder(torch.log1p(x), batch_index)
+            if n_samples > 1:
+                library = ql.rsample((n_samples,))
+        return {
+            MODULE_KEYS.Z_KEY: z,
+            MODULE_KEYS.QZ_KEY: self.posterior_distribution(qz_base),
+            MODULE_KEYS.QL_KEY: ql,
+            MODULE_KEYS.LIBRARY_KEY: library,
+            Z_BASE_KEY: z_base,
+            QZ_BASE_KEY: qz_base,
+            LOG_QZ_KEY: log_qz,
+            FLOW_LOG_DET_KEY: log_det,
+        }
+
+    @auto_move_data
+    def generative(
+        self,
+        z: torch.Tensor,
+        library: torch.Tensor,
+        batch_index: torch.Tensor,
+        transform_batch: int | None = None,
+    ) -> dict[str, Distribution | None]:
+        """Decode ``z`` into the count distribution ``p(x | z, l, s)``."""
+        pl = None
+        if not self.use_observed_lib_size:
+            means, variances = self._local_library_params(batch_index)
+            pl = Normal(means, variances.sqrt())
+        return {
+            MODULE_KEYS.PX_KEY: self._px(z, library, batch_index, transform_batch),
+            MODULE_KEYS.PL_KEY: pl,
+        }
+
+    def _local_library_params(self, batch_index: torch.Tensor):
+        onehot = one_hot(batch_index.squeeze(-1).long(), self.library_log_means.shape[1]).float()
+        return onehot @ self.library_log_means.T, onehot @ self.library_log_vars.T
+
+    def kl_z(self, inference_outputs: dict) -> torch.Tensor:
+        """``KL(q(z|x) ‖ p(z))``: closed form for Gaussian/Gaussian, else one-sample MC."""
+        qz_base = inference_outputs[QZ_BASE_KEY]
+        if self.prior == "normal" and self.posterior == "normal":
+            return kl_divergence(qz_base, Normal(0.0, 1.0)).sum(-1)
+        log_pz = self.log_prior(
+            inference_outputs[MODULE_KEYS.Z_KEY],
+            inference_outputs[Z_BASE_KEY],
+            inference_outputs[FLOW_LOG_DET_KEY],
+        )
+        return inference_outputs[LOG_QZ_KEY] - log_pz
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict,
+        generative_outputs: dict,
+        kl_weight: float = 1.0,
+    ) -> LossOutput:
+        """Negative ELBO; ``reconstruction_loss`` is the NB NLL per cell (paper 001 Eq. 1)."""
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        reconst_loss = -generative_outputs[MODULE_KEYS.PX_KEY].log_prob(x).sum(-1)
+        kl_z = self.kl_z(inference_outputs)
+        if self.use_observed_lib_size:
+            kl_l = torch.zeros_like(kl_z)
+        else:
+            kl_l = kl_divergence(
+                inference_outputs[MODULE_KEYS.QL_KEY], generative_outputs[MODULE_KEYS.PL_KEY]
+            ).sum(-1)
+        loss = torch.mean(reconst_loss + kl_weight * kl_z + kl_l)
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=reconst_loss,
+            kl_local={MODULE_KEYS.KL_L_KEY: kl_l, MODULE_KEYS.KL_Z_KEY: kl_z},
+        )
+
+    @torch.inference_mode()
+    @auto_move_data
+    def log_importance_weights(
+        self, tensors: dict[str, torch.Tensor], n_samples: int
+    ) -> torch.Tensor:
+        """``log p(x, z[, l]) - log q(z[, l] | x)`` for ``n_samples`` posterior draws.
+
+        All samples are decoded in one pass. Returns ``(n_samples, n_cells)``.
+        """
+        inf = self.inference(**self._get_inference_input(tensors), n_samples=n_samples)
+        gen = self.generative(**self._get_generative_input(tensors, inf))
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        log_w = gen[MODULE_KEYS.PX_KEY].log_prob(x).sum(-1)
+        log_w = log_w + self.log_prior(
+            inf[MODULE_KEYS.Z_KEY], inf[Z_BASE_KEY], inf[FLOW_LOG_DET_KEY]
+        )
+        log_w = log_w - inf[LOG_QZ_KEY]
+        if not self.use_observed_lib_size:
+            library = inf[MODULE_KEYS.LIBRARY_KEY]
+            log_w = log_w + gen[MODULE_KEYS.PL_KEY].log_prob(library).sum(-1)
+            log_w = log_w - inf[MODULE_KEYS.QL_KEY].log_prob(library).sum(-1)
+        return log_w.reshape(n_samples, -1)
+
+    @torch.inference_mode()
+    @auto_move_data
+    def latent_mean(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic latent point per cell: ``T(μ(x))`` (``μ(x)`` without flows)."""
+        qz_base, _ = self.z_encoder(
+            normalize_log1p(tensors[REGISTRY_KEYS.X_KEY]), tensors[REGISTRY_KEYS.BATCH_KEY]
+        )
+        return self.flow_forward(qz_base.loc)[0]
+
+    @torch.inference_mode()
+    def get_loadings(self) -> np.ndarray:
+        """``(genes, n_latent)`` weights of the linear decoder, batch norm folded in (as LDVAE)."""
+        if self.decoder_type != "linear":
+            raise ValueError("Loadings exist only for `decoder='linear'`.")
+        layer = self.decoder.factor_regressor.fc_layers[0]
+        w = layer[0].weight
+        if layer[1] is not None:  # BatchNorm1d in eval mode: gamma / sqrt(var + eps) * W
+            bn = layer[1]
+            w = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).unsqueeze(1) * w
+        return w[:, : self.n_latent].detach().cpu().numpy()
+
+    @torch.inference_mode()
+    def sample(self, tensors: dict[str, torch.Tensor], n_samples: int = 1) -> torch.Tensor:
+        """Posterior predictive counts, ``(cells, genes)`` or ``(cells, genes, n_samples)``."""
+        _, gen = self.forward(
+            tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
+        )
+        samples = gen[MODULE_KEYS.PX_KEY].sample()
+        return (samples.permute(1, 2, 0) if n_samples > 1 else samples).cpu()

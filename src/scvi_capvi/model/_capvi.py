@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
+from scvi.data._constants import _SCVI_UUID_KEY
+from scvi.data._utils import _assign_adata_uuid
 from scvi.data.fields import CategoricalObsField, LabelsWithUnlabeledObsField, LayerField
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import _init_library_size, get_max_epochs_heuristic
@@ -103,7 +105,7 @@ class CapVI(
         n_components: int | None = None,
         gene_likelihood: Literal["zinb", "nb"] = "zinb",
         semi_supervised: bool = False,
-        classifier_n_hidden: int = 128,
+        classifier_n_hidden: int = 256,
         classifier_n_layers: int = 1,
         classifier_dropout_rate: float = 0.25,
         **module_kwargs,
@@ -116,7 +118,7 @@ class CapVI(
                     "`n_components` is only for CapVI without labels (setup_anndata with "
                     "labels_key=None); with labels there is one prior mode per cell type."
                 )
-            n_labels = len(self.cell_types_)
+            n_labels = len(self.cell_types)
         else:
             if n_components is None or int(n_components) < 2:
                 raise ValueError(
@@ -201,7 +203,7 @@ class CapVI(
         cls.register_manager(adata_manager)
 
     @property
-    def cell_types_(self) -> np.ndarray:
+    def cell_types(self) -> np.ndarray:
         """The C annotated cell types, in the order of the prior modes (empty for a GMVAE)."""
         if not self.registry_["setup_args"]["labels_key"]:
             return np.array([], dtype=object)
@@ -282,17 +284,18 @@ class CapVI(
         train_idx, val_idx, test_idx = split
 
         stages = ["joint"]
-        if pretrain_classifier and self.use_labels:
-            labelled_train = self._is_labelled(train_idx)
-            if not labelled_train.any():
-                raise ValueError(
-                    "No annotated cell in the training split, so stage 1 cannot pre-train the "
-                    "classifier: annotate some cells or pass `pretrain_classifier=False`."
-                )
+        labelled_train = self._is_labelled(train_idx)
+        if pretrain_classifier and labelled_train.any():
             self._set_class_weights(train_idx[labelled_train])
             stages = ["classifier", "frozen", "joint"]
-        elif pretrain_classifier and not self.use_labels:
-            logger.info("No labels registered: training the GMVAE end to end (stage 3 only).")
+        elif pretrain_classifier:
+            # a GMVAE, or a query mapped with `load_query_data` that carries no annotation
+            warnings.warn(
+                "No annotated cell in the training split: skipping classifier pre-training "
+                "and training end to end (stage 3 only).",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
 
         # 0 epochs skips a stage (e.g. `max_epochs=0` keeps the pre-trained classifier as is)
         stages = [stage for stage in stages if epochs[stage] > 0]
@@ -318,11 +321,11 @@ class CapVI(
         self.is_trained_ = True
 
     def _is_labelled(self, indices: np.ndarray) -> np.ndarray:
-        return self._label_codes(indices) < len(self.cell_types_)
+        return self._label_codes(indices) < len(self.cell_types)
 
     def _set_class_weights(self, labelled_idx: np.ndarray):
         """Inverse-frequency weights of the annotated training cells (stage-1 cross-entropy)."""
-        n_types = len(self.cell_types_)
+        n_types = len(self.cell_types)
         counts = np.bincount(self._label_codes(labelled_idx), minlength=n_types).astype(float)
         weights = np.where(counts > 0, counts.sum() / (n_types * np.maximum(counts, 1)), 0.0)
         self.module.class_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
@@ -345,6 +348,10 @@ class CapVI(
             # stage 1 always stops on the classifier's own validation cross-entropy
             trainer_kwargs.pop("early_stopping_monitor", None)
         monitor = trainer_kwargs.setdefault("early_stopping_monitor", STAGE_MONITORS[stage])
+        if has_val:
+            # validate every epoch even without early stopping: the curves go into
+            # `history` and `restore_best` needs them (scvi-tools would skip validation)
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         kwargs = {"monitor": monitor, **plan_kwargs}
         if not has_val:
             kwargs["restore_best"] = False
@@ -372,6 +379,20 @@ class CapVI(
         return runner()
 
     # ------------------------------------------------------------------ outputs
+    def _validate_query_anndata(self, adata: AnnData | None) -> AnnData:
+        """Register a query for classification: q(c|x) does not see the batch, so a query may
+        bring batches the model never saw, and needs no label column."""
+        if adata is not None and self.adata_manager is not None:
+            store = type(self)._per_instance_manager_store.get(self.id, {})
+            known = store.get(adata.uns.get(_SCVI_UUID_KEY))
+            if known is None or known.adata is not adata:  # new AnnData, or a copy of one
+                _assign_adata_uuid(adata, overwrite=True)
+                manager = self.adata_manager.transfer_fields(
+                    adata, extend_categories=True, allow_missing_labels=True
+                )
+                self._register_manager_for_instance(manager)
+        return self._validate_anndata(adata)
+
     @torch.inference_mode()
     def predict(
         self,
@@ -401,7 +422,7 @@ class CapVI(
         Hard labels (``numpy`` array of type names) or, with ``soft=True``, probabilities.
         """
         self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
+        adata = self._validate_query_anndata(adata)
         if indices is None:
             indices = np.arange(adata.n_obs)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
@@ -412,7 +433,7 @@ class CapVI(
             probs.append(torch.softmax(logits, -1).cpu())
         probs = torch.cat(probs).numpy()
         names = (
-            self.cell_types_
+            self.cell_types
             if self.use_labels
             else np.array([f"component_{k}" for k in range(self.module.n_labels)])
         )

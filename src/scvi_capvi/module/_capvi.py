@@ -20,6 +20,7 @@ from torch.distributions import kl_divergence as kl
 def _one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
     return F.one_hot(index.view(-1).long(), max(n_cat, 1)).float()
 
+
 # Each cell is scaled to this many counts before log1p for the classifier input (paper 000 §3).
 _CLASSIFIER_TARGET_SUM = 1e4
 
@@ -157,7 +158,7 @@ class CapVIModule(BaseModuleClass):
         use_observed_lib_size: bool = False,
         library_log_means=None,
         library_log_vars=None,
-        classifier_n_hidden: int = 128,
+        classifier_n_hidden: int = 256,
         classifier_n_layers: int = 1,
         classifier_dropout_rate: float = 0.25,
         use_labels: bool = True,
@@ -249,7 +250,9 @@ class CapVIModule(BaseModuleClass):
 
         cw = torch.ones(n_labels) if class_weights is None else torch.as_tensor(class_weights)
         if cw.shape != (n_labels,):
-            raise ValueError(f"`class_weights` must have shape ({n_labels},), got {tuple(cw.shape)}.")
+            raise ValueError(
+                f"`class_weights` must have shape ({n_labels},), got {tuple(cw.shape)}."
+            )
         self.register_buffer("class_weights", cw.float())
 
     # ------------------------------------------------------------------ helpers
@@ -282,7 +285,7 @@ class CapVIModule(BaseModuleClass):
         return means, variances
 
     def log_prior_z(self, z: torch.Tensor) -> torch.Tensor:
-        """``log p(z) = logsumexp_c [log phi_c + log N(z; mu_c, sigma_c^2 I)]`` for any leading shape."""
+        """``log p(z) = logsumexp_c [log phi_c + log N(z; mu_c, sigma_c^2 I)]`` (any shape)."""
         scale = self.prior_log_scale.exp().expand(self.n_labels).unsqueeze(-1)  # (C, 1)
         comp = Normal(self.prior_means, scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (..., C)
         return torch.logsumexp(comp + F.log_softmax(self.prior_logits, -1), dim=-1)
@@ -313,8 +316,10 @@ class CapVIModule(BaseModuleClass):
             ql, library = self.l_encoder(x_log, batch_index)
         if n_samples > 1:
             z = qz.rsample((n_samples,))
-            library = ql.rsample((n_samples,)) if ql is not None else library.expand(
-                n_samples, *library.shape
+            library = (
+                ql.rsample((n_samples,))
+                if ql is not None
+                else library.expand(n_samples, *library.shape)
             )
         return {
             "qz": qz,
@@ -382,9 +387,12 @@ class CapVIModule(BaseModuleClass):
             q_bar = torch.where(labelled[:, None], F.one_hot(safe, self.n_labels).to(q), q)
 
         if self.mixing_penalty > 0:
-            penalty = batch_mixing_penalty(
-                qz.loc, q_bar, batch_index, self.prior_means, self.n_batch, self.mixing_penalty
-            ) / n_cells
+            penalty = (
+                batch_mixing_penalty(
+                    qz.loc, q_bar, batch_index, self.prior_means, self.n_batch, self.mixing_penalty
+                )
+                / n_cells
+            )
         else:
             penalty = torch.zeros((), device=x.device)
 
@@ -416,7 +424,12 @@ class CapVIModule(BaseModuleClass):
         n = mask.sum()
         if n == 0:
             zero = torch.zeros((), device=x.device, requires_grad=True)
-            return {"loss": zero, "cross_entropy": zero.detach(), "accuracy": zero.detach(), "n": n}
+            return {
+                "loss": zero,
+                "cross_entropy": zero.detach(),
+                "accuracy": zero.detach(),
+                "n": n,
+            }
         logits = self.classify(x[mask])
         y = labels[mask]
         return {

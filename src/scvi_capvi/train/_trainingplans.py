@@ -42,6 +42,8 @@ class CapVITrainingPlan(TrainingPlan):
         Adam learning rate and epsilon (paper: 1e-3, 0.01).
     n_epochs_kl_warmup
         KL warm-up epochs (default ``None``: no warm-up, as in the paper).
+    classifier_lr
+        Learning rate of stage 1 (default: ``lr``; the paper's grid has 0.004, 0.001, 0.00025).
     restore_best
         Restore the best-``monitor`` parameters at the end of the stage.
     monitor
@@ -58,6 +60,7 @@ class CapVITrainingPlan(TrainingPlan):
         lr: float = 1e-3,
         eps: float = 0.01,
         n_epochs_kl_warmup: int | None = None,
+        classifier_lr: float | None = None,
         restore_best: bool = True,
         monitor: str | None = None,
         **kwargs,
@@ -66,6 +69,8 @@ class CapVITrainingPlan(TrainingPlan):
             raise ValueError(f"`stage` must be one of {STAGES}, got {stage!r}.")
         super().__init__(module, lr=lr, eps=eps, n_epochs_kl_warmup=n_epochs_kl_warmup, **kwargs)
         self.stage = stage
+        if stage == "classifier" and classifier_lr is not None:
+            self.lr = classifier_lr
         self.monitor = monitor or STAGE_MONITORS[stage]
         self.restore_best = restore_best
         self._best_value = None

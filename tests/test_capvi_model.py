@@ -1,0 +1,240 @@
+"""CapVI as a user meets it: setup_anndata → train (3 stages) → getters → save/load → query."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import scvi
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from scvi_capvi.model import CapVI
+
+SMALL = {"n_hidden": 32, "n_layers": 1, "n_latent": 5, "classifier_n_hidden": 32}
+QUIET = {"enable_progress_bar": False}
+
+
+def synthetic_adata(n_cells=240, n_genes=40, n_types=3, seed=0, batches=("b1", "b2")):
+    """Counts from 3 well-separated expression programmes, two batches, some cells unlabelled."""
+    rng = np.random.default_rng(seed)
+    types = rng.integers(0, n_types, n_cells)
+    programmes = rng.gamma(1.0, 1.0, (n_types, n_genes)) + 0.05
+    programmes[np.arange(n_types), np.arange(n_types)] += 20  # one marker gene per type
+    size = rng.uniform(0.5, 2.0, (n_cells, 1))
+    x = rng.poisson(programmes[types] * size * 3).astype(np.float32)
+    adata = ad.AnnData(sp.csr_matrix(x))
+    adata.obs_names = [f"cell{i}" for i in range(n_cells)]
+    adata.var_names = [f"gene{j}" for j in range(n_genes)]
+    names = np.array([f"T{k}" for k in range(n_types)])
+    adata.obs["cell_type"] = names[types]
+    adata.obs["true_type"] = names[types]
+    adata.obs.loc[adata.obs_names[::6], "cell_type"] = "Unknown"
+    adata.obs["batch"] = rng.choice(list(batches), n_cells)
+    adata.layers["counts"] = adata.X.copy()
+    return adata
+
+
+@pytest.fixture(scope="module")
+def adata():
+    return synthetic_adata()
+
+
+class StateRecorder(Callback):
+    """Snapshots of the module's state at the start and end of every stage."""
+
+    def __init__(self):
+        self.states = {}
+
+    @staticmethod
+    def _snap(module):
+        return {k: v.detach().clone() for k, v in module.module.state_dict().items()}
+
+    def on_train_start(self, trainer, pl_module):
+        self.states[(pl_module.stage, "start")] = self._snap(pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self.states[(pl_module.stage, "end")] = self._snap(pl_module)
+
+
+def _changed(before, after, prefix, inside):
+    keys = [k for k in before if k.startswith(prefix) == inside]
+    return {k for k in keys if not torch.equal(before[k], after[k])}
+
+
+def test_stages_touch_the_right_parameters(adata):
+    scvi.settings.seed = 0
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, **SMALL)
+    rec = StateRecorder()
+    model.train(
+        classifier_epochs=3, frozen_epochs=3, max_epochs=3, callbacks=[rec],
+        early_stopping=False, **QUIET,
+    )  # fmt: skip
+    s = rec.states
+    # stage 1: only the classifier moves
+    assert _changed(s["classifier", "start"], s["classifier", "end"], "classifier.", True)
+    assert not _changed(s["classifier", "start"], s["classifier", "end"], "classifier.", False)
+    # stage 2: the classifier is bit-identical, the rest moves
+    assert not _changed(s["frozen", "start"], s["frozen", "end"], "classifier.", True)
+    assert _changed(s["frozen", "start"], s["frozen", "end"], "classifier.", False)
+    assert "prior_means" in _changed(s["frozen", "start"], s["frozen", "end"], "c", False)
+    # stage 3: the classifier moves again
+    assert _changed(s["joint", "start"], s["joint", "end"], "classifier.", True)
+    # every classifier parameter is trainable again after the frozen stage
+    assert all(p.requires_grad for p in model.module.classifier.parameters())
+    hist = model.history
+    assert {"stage1_classifier_cross_entropy_validation", "stage2_elbo_validation"} <= set(hist)
+    assert len(hist["stage3_train_loss"]) == 3
+
+
+def test_skeleton_train_getters_save_load(adata, tmp_path):
+    scvi.settings.seed = 0
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, **SMALL)
+    model.train(classifier_epochs=2, frozen_epochs=2, max_epochs=2, **QUIET)
+    assert model.is_trained
+    n = adata.n_obs
+
+    z = model.get_latent_representation()
+    assert z.shape == (n, 5) and np.isfinite(z).all()
+    z_sample = model.get_latent_representation(give_mean=False)
+    assert z_sample.shape == z.shape and not np.allclose(z, z_sample)
+
+    pred = model.predict()
+    assert pred.shape == (n,) and set(pred) <= {"T0", "T1", "T2"}
+    soft = model.predict(soft=True)
+    assert isinstance(soft, pd.DataFrame) and list(soft.columns) == ["T0", "T1", "T2"]
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(
+        soft.to_numpy().argmax(1), pd.Index(soft.columns).get_indexer(pred)
+    )
+    assert model.predict(indices=[0, 5, 7]).shape == (3,)
+
+    ll = model.get_marginal_ll(n_mc_samples=20, progress_bar=False, return_mean=False)
+    assert ll.shape == (n,) and np.isfinite(ll).all()
+    elbo = float(model.get_elbo())
+    assert np.isfinite(elbo)
+    assert np.isfinite(float(model.get_reconstruction_error()["reconstruction_loss"]))
+
+    expr = model.get_normalized_expression(n_samples=2)
+    assert expr.shape == (n, adata.n_vars) and (expr.to_numpy() >= 0).all()
+    np.testing.assert_allclose(expr.sum(1), 1.0, rtol=1e-4)
+    de = model.differential_expression(
+        groupby="true_type", group1="T0", group2="T1", mode="change"
+    )
+    assert {"proba_de", "lfc_mean"} <= set(de.columns) and len(de) == adata.n_vars
+
+    model.save(tmp_path / "capvi", overwrite=True, save_anndata=False)
+    loaded = CapVI.load(tmp_path / "capvi", adata=adata)
+    np.testing.assert_array_equal(loaded.get_latent_representation(), z)
+    np.testing.assert_array_equal(loaded.predict(), pred)
+    pd.testing.assert_frame_equal(loaded.predict(soft=True), soft)
+    scvi.settings.seed = 1
+    ll_a = model.get_marginal_ll(n_mc_samples=10, progress_bar=False)
+    scvi.settings.seed = 1
+    ll_b = loaded.get_marginal_ll(n_mc_samples=10, progress_bar=False)
+    assert ll_a == ll_b
+    assert set(loaded.history) == set(model.history)
+
+
+def test_marginal_ll_is_above_elbo_and_stable_in_chunks(adata):
+    scvi.settings.seed = 0
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, **SMALL)
+    model.train(classifier_epochs=5, frozen_epochs=5, max_epochs=5, **QUIET)
+    idx = np.arange(60)
+    one_pass = model.get_marginal_ll(
+        indices=idx, n_mc_samples=200, n_mc_samples_per_pass=200, progress_bar=False
+    )
+    chunked = model.get_marginal_ll(
+        indices=idx, n_mc_samples=200, n_mc_samples_per_pass=13, progress_bar=False
+    )
+    elbo = float(model.get_elbo(indices=idx))  # scvi-tools returns the ELBO itself
+    assert one_pass > elbo and chunked > elbo
+    # different chunkings draw different samples: equal up to Monte Carlo error
+    assert abs(one_pass - chunked) < 0.05 * abs(one_pass), (one_pass, chunked)
+
+
+class _TableModule(torch.nn.Module):
+    """Stand-in module whose importance weights are read, in order, from a fixed table."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table, self.pos = table, 0
+
+    def log_importance_weights(self, tensors, n_samples):
+        n = tensors["X"].shape[0]
+        out = self.table[self.pos : self.pos + n_samples, :n]
+        self.pos += n_samples
+        return out
+
+
+def test_chunked_log_sum_exp_is_exact(adata, monkeypatch):
+    """The running log-sum-exp over passes gives the one-pass answer to float precision."""
+    scvi.settings.seed = 0
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, **SMALL)
+    model.is_trained_ = True
+    table = torch.randn(300, 50, dtype=torch.float64) * 30 - 500
+    expected = (torch.logsumexp(table, 0) - np.log(300)).numpy()
+    for per_pass in (1, 7, 300):
+        model.module = _TableModule(table)
+        got = model.get_marginal_ll(
+            indices=np.arange(50), n_mc_samples=300, n_mc_samples_per_pass=per_pass,
+            batch_size=50, return_mean=False, progress_bar=False,
+        )  # fmt: skip
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_ablation_gmvae_and_query(adata):
+    scvi.settings.seed = 0
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, **SMALL)
+    model.train(max_epochs=2, pretrain_classifier=False, **QUIET)
+    assert all(k.startswith("stage3_") for k in model.history)
+
+    # unsupervised Gaussian-mixture VAE (paper 002)
+    gm_data = adata.copy()
+    CapVI.setup_anndata(gm_data, batch_key="batch", layer="counts")
+    with pytest.raises(ValueError, match="n_components"):
+        CapVI(gm_data, **SMALL)
+    gm = CapVI(gm_data, n_components=4, **SMALL)
+    with pytest.warns(UserWarning, match="stage 3 only"):
+        gm.train(max_epochs=2, **QUIET)
+    assert gm.predict(soft=True).shape == (adata.n_obs, 4)
+    assert set(gm.predict()) <= {f"component_{k}" for k in range(4)}
+
+    # query with a batch the reference never saw
+    query = synthetic_adata(n_cells=60, seed=5, batches=("b3",))
+    query.obs["cell_type"] = "Unknown"
+    pred = model.predict(query)
+    assert pred.shape == (60,)
+    unlabelled_query = query.copy()
+    del unlabelled_query.obs["cell_type"]
+    np.testing.assert_array_equal(model.predict(unlabelled_query), pred)
+    q_model = CapVI.load_query_data(query, model)
+    q_model.train(max_epochs=2, **QUIET)
+    assert q_model.get_latent_representation().shape == (60, 5)
+    assert np.isfinite(q_model.get_marginal_ll(n_mc_samples=5, progress_bar=False))
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_pbmc4k_classifier_accuracy_and_likelihood(shared_data_dir):
+    """Paper 000 §4.3: the pre-trained classifier is > 90 % accurate on held-out PBMCs."""
+    full = ad.read_h5ad(shared_data_dir / "pbmc4k_10x_top2000.h5ad")
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(full.n_obs)
+    n_test = full.n_obs // 5
+    test, train = full[np.sort(perm[:n_test])].copy(), full[np.sort(perm[n_test:])].copy()
+    scvi.settings.seed = 0
+    CapVI.setup_anndata(train, labels_key="cell_type", batch_key="batch")
+    model = CapVI(train)
+    # stage 1 alone: stages 2-3 get 0 epochs
+    model.train(frozen_epochs=0, max_epochs=0, **QUIET)
+    acc = float(np.mean(model.predict(test) == test.obs["cell_type"].to_numpy()))
+    assert acc >= 0.90, acc
+    model.train(classifier_epochs=30, frozen_epochs=5, max_epochs=5, **QUIET)
+    ll = model.get_marginal_ll(test, n_mc_samples=10, progress_bar=False)
+    assert np.isfinite(ll) and ll < 0

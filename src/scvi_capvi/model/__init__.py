@@ -1,7 +1,8 @@
 """User-facing models (AnnData in, latent spaces and predictions out)."""
 
 from ._autoencoder import NBAutoencoder
+from ._capvi import CapVI
 from ._mixins import ImportanceSampledLLMixin
 from ._vampvi import VampVI
 
-__all__ = ["ImportanceSampledLLMixin", "NBAutoencoder", "VampVI"]
+__all__ = ["CapVI", "ImportanceSampledLLMixin", "NBAutoencoder", "VampVI"]

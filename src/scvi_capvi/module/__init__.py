@@ -1,6 +1,7 @@
 """Pure-torch modules (no AnnData): generative models and inference networks."""
 
 from ._autoencoder import NBAutoencoderModule
+from ._capvi import CapVIModule
 from ._vamp import VampPriorModule
 
-__all__ = ["NBAutoencoderModule", "VampPriorModule"]
+__all__ = ["CapVIModule", "NBAutoencoderModule", "VampPriorModule"]

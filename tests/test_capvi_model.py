@@ -238,3 +238,13 @@ def test_pbmc4k_classifier_accuracy_and_likelihood(shared_data_dir):
     model.train(classifier_epochs=30, frozen_epochs=5, max_epochs=5, **QUIET)
     ll = model.get_marginal_ll(test, n_mc_samples=10, progress_bar=False)
     assert np.isfinite(ll) and ll < 0
+
+
+def test_nan_loss_stops_with_the_stage_named(adata):
+    scvi.settings.seed = 0
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, **SMALL)
+    with torch.no_grad():
+        model.module.prior_means.fill_(float("nan"))  # stage 1 does not use the prior
+    with pytest.raises(FloatingPointError, match=r"stage 2 \(frozen\).*epoch 0"):
+        model.train(classifier_epochs=1, frozen_epochs=1, max_epochs=1, **QUIET)

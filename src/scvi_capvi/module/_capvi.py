@@ -150,7 +150,7 @@ class CapVIModule(BaseModuleClass):
         n_hidden: int = 256,
         n_layers: int = 3,
         dropout_rate: float = 0.25,
-        prior_scale: float = 1 / 8,
+        prior_scale: float = 1.0,
         learn_prior_scale: bool = False,
         mixing_penalty: float = 0.01,
         gene_likelihood: Literal["zinb", "nb"] = "zinb",

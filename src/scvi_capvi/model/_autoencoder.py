@@ -6,13 +6,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
-from scvi.utils import setup_anndata_dsp
 
 from ..module import NBAutoencoderModule
+from ._mixins import CountsSetupMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -21,7 +18,9 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
-class NBAutoencoder(VAEMixin, RNASeqMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class NBAutoencoder(
+    CountsSetupMixin, VAEMixin, RNASeqMixin, UnsupervisedTrainingMixin, BaseModelClass
+):
     """Deterministic negative-binomial autoencoder (DCA-style; paper 001's "AE" column).
 
     Trained on the NB reconstruction loss only; no prior, no KL, no marginal likelihood.
@@ -82,35 +81,6 @@ class NBAutoencoder(VAEMixin, RNASeqMixin, UnsupervisedTrainingMixin, BaseModelC
             f"gene_likelihood={gene_likelihood}."
         )
         self.init_params_ = self._get_init_params(locals())
-
-    @classmethod
-    @setup_anndata_dsp.dedent
-    def setup_anndata(
-        cls,
-        adata: AnnData,
-        layer: str | None = None,
-        batch_key: str | None = None,
-        labels_key: str | None = None,
-        **kwargs,
-    ):
-        """%(summary)s.
-
-        Parameters
-        ----------
-        %(param_adata)s
-        %(param_layer)s
-        %(param_batch_key)s
-        %(param_labels_key)s
-        """
-        setup_method_args = cls._get_setup_method_args(**locals())
-        anndata_fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
-        ]
-        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
 
     @torch.inference_mode()
     def get_latent_representation(

@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.utils import setup_anndata_dsp
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
@@ -23,6 +27,40 @@ def default_samples_per_pass(n_mc_samples: int, batch_size: int, n_genes: int) -
     """Number of importance samples decoded together so one pass stays within memory."""
     per_sample = max(1, batch_size * n_genes)
     return int(max(1, min(n_mc_samples, _IS_ELEMENT_BUDGET // per_sample)))
+
+
+class CountsSetupMixin:
+    """``setup_anndata`` for models of raw counts with an optional batch and labels column
+    (the labels are carried for metrics only)."""
+
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        **kwargs,
+    ):
+        """%(summary)s.
+
+        Parameters
+        ----------
+        %(param_adata)s
+        %(param_layer)s
+        %(param_batch_key)s
+        %(param_labels_key)s
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
 
 
 class ImportanceSampledLLMixin:

@@ -10,8 +10,6 @@ import pandas as pd
 import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
-from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model._utils import _init_library_size
 from scvi.model.base import (
     ArchesMixin,
@@ -20,10 +18,9 @@ from scvi.model.base import (
     UnsupervisedTrainingMixin,
     VAEMixin,
 )
-from scvi.utils import setup_anndata_dsp
 
 from ..module import VampPriorModule
-from ._mixins import ImportanceSampledLLMixin
+from ._mixins import CountsSetupMixin, ImportanceSampledLLMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 class VampVI(
+    CountsSetupMixin,
     ImportanceSampledLLMixin,
     VAEMixin,
     RNASeqMixin,
@@ -237,32 +235,3 @@ class VampVI(
             )
         cols = [f"Z_{i}" for i in range(self.module.n_latent)]
         return pd.DataFrame(self.module.get_loadings(), index=self.adata.var_names, columns=cols)
-
-    @classmethod
-    @setup_anndata_dsp.dedent
-    def setup_anndata(
-        cls,
-        adata: AnnData,
-        layer: str | None = None,
-        batch_key: str | None = None,
-        labels_key: str | None = None,
-        **kwargs,
-    ):
-        """%(summary)s.
-
-        Parameters
-        ----------
-        %(param_adata)s
-        %(param_layer)s
-        %(param_batch_key)s
-        %(param_labels_key)s
-        """
-        setup_method_args = cls._get_setup_method_args(**locals())
-        anndata_fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
-        ]
-        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)

@@ -11,7 +11,8 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import FCLayers
 from torch import nn
 
-from ._vamp import _NBGenerativeMixin, build_nb_decoder, normalize_log1p
+from ._utils import normalize_log1p
+from ._vamp import _NBGenerativeMixin, build_nb_decoder
 
 if TYPE_CHECKING:
     from typing import Literal
@@ -97,21 +98,6 @@ class NBAutoencoderModule(_NBGenerativeMixin, BaseModuleClass):
             use_batch_norm in ("decoder", "both"),
             use_layer_norm in ("decoder", "both"),
         )
-
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY],
-            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
-        }
-
-    def _get_generative_input(
-        self, tensors: dict[str, torch.Tensor], inference_outputs: dict
-    ) -> dict[str, torch.Tensor]:
-        return {
-            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
-            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
-            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
-        }
 
     @auto_move_data
     def inference(

@@ -16,13 +16,11 @@ from torch import nn
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
+from ._utils import normalize_log1p
+
 
 def _one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
     return F.one_hot(index.view(-1).long(), max(n_cat, 1)).float()
-
-
-# Each cell is scaled to this many counts before log1p for the classifier input (paper 000 §3).
-_CLASSIFIER_TARGET_SUM = 1e4
 
 
 def gaussian_kl_to_centroids(
@@ -268,8 +266,7 @@ class CapVIModule(BaseModuleClass):
     @auto_move_data
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(c|x) from raw counts (log1p of counts scaled to 10,000 per cell)."""
-        size = x.sum(-1, keepdim=True).clamp_min(1.0)
-        return self.classifier(torch.log1p(x / size * _CLASSIFIER_TARGET_SUM))
+        return self.classifier(normalize_log1p(x))
 
     def _labels_mask(self, labels: torch.Tensor) -> torch.Tensor:
         """Boolean ``(n_cells,)``: the cell carries an annotation among the C known types."""

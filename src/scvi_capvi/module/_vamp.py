@@ -19,25 +19,17 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 from torch.nn.functional import one_hot, softplus
 
+from ._utils import normalize_log1p
+
 if TYPE_CHECKING:
     from typing import Literal
 
     from torch.distributions import Distribution
 
-# Paper 001 §2: "an additional layer at the input of each model which normalised all counts
-# to 10000, followed by a ln(1 + x) operation".
-TARGET_SUM = 1e4
-
 Z_BASE_KEY = "z_base"
 QZ_BASE_KEY = "qz_base"
 LOG_QZ_KEY = "log_qz"
 FLOW_LOG_DET_KEY = "flow_log_det"
-
-
-def normalize_log1p(x: torch.Tensor, target_sum: float = TARGET_SUM) -> torch.Tensor:
-    """Paper 001's input layer: scale each cell to ``target_sum`` counts, then ``log1p``."""
-    size = x.sum(dim=-1, keepdim=True).clamp_min(1e-8)
-    return torch.log1p(x / size * target_sum)
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
@@ -110,6 +102,21 @@ def build_nb_decoder(
 
 class _NBGenerativeMixin:
     """Shared count likelihood ``x | z, l, s`` of the VAE and the reference autoencoder."""
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY],
+            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+        }
+
+    def _get_generative_input(
+        self, tensors: dict[str, torch.Tensor], inference_outputs: dict
+    ) -> dict[str, torch.Tensor]:
+        return {
+            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
+            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
+            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+        }
 
     def _init_dispersion(self, dispersion: str, n_input: int, n_batch: int) -> None:
         if dispersion == "gene":
@@ -385,21 +392,6 @@ class VampPriorModule(_NBGenerativeMixin, BaseModuleClass):
         return diagonal_gaussian_mixture_log_prob(z_base, qu.loc, qu.scale.square()) - flow_log_det
 
     # ------------------------------------------------------------------ module API
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY],
-            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
-        }
-
-    def _get_generative_input(
-        self, tensors: dict[str, torch.Tensor], inference_outputs: dict
-    ) -> dict[str, torch.Tensor]:
-        return {
-            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
-            MODULE_KEYS.LIBRARY_KEY: inference_outputs[MODULE_KEYS.LIBRARY_KEY],
-            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
-        }
-
     @auto_move_data
     def inference(
         self, x: torch.Tensor, batch_index: torch.Tensor, n_samples: int = 1

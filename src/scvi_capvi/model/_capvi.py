@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import TYPE_CHECKING, Literal
 
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from anndata import AnnData
-
-logger = logging.getLogger(__name__)
 
 
 class CapVI(

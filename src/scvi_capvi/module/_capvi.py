@@ -258,11 +258,6 @@ class CapVIModule(BaseModuleClass):
         """Parameters of q(c|x) (stage 1 trains only these; stage 2 freezes them)."""
         return self.classifier.parameters()
 
-    def generative_parameters(self):
-        """Every parameter except the classifier's."""
-        cls_ids = {id(p) for p in self.classifier.parameters()}
-        return (p for p in self.parameters() if id(p) not in cls_ids)
-
     @auto_move_data
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(c|x) from raw counts (log1p of counts scaled to 10,000 per cell)."""

@@ -306,7 +306,7 @@ class CapVI(
             if stage == "classifier":
                 # stage 1 sees annotated cells only; scvi-tools' splitter wants every cell
                 # assigned, so the rest go to the (unused) test part.
-                idx[0] = train_idx[self._is_labelled(train_idx)]
+                idx[0] = train_idx[labelled_train]
                 idx[1] = val_idx[self._is_labelled(val_idx)]
                 idx[2] = np.setdiff1d(np.arange(self.adata.n_obs), np.concatenate(idx[:2]))
             self._run_stage(

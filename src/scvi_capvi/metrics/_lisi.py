@@ -7,7 +7,7 @@ import pandas as pd
 from scib_metrics import lisi_knn
 from scib_metrics.nearest_neighbors import NeighborsResults
 
-from ._neighbors import nearest_neighbors
+from ._neighbors import check_per_cell, nearest_neighbors
 
 
 def _neighbors_and_perplexity(
@@ -23,15 +23,6 @@ def _neighbors_and_perplexity(
             f"neighbours, got {perplexity}."
         )
     return neighbors, perplexity
-
-
-def _check_length(values, n_cells: int, name: str) -> np.ndarray:
-    values = np.asarray(values)
-    if values.shape != (n_cells,):
-        raise ValueError(f"{name} must have shape ({n_cells},), got {values.shape}.")
-    if pd.isna(values).any():
-        raise ValueError(f"{name} contains missing values.")
-    return values
 
 
 def clisi(
@@ -62,7 +53,7 @@ def clisi(
     ``(n_cells,)`` cLISI values.
     """
     neighbors, perplexity = _neighbors_and_perplexity(X, n_neighbors, perplexity)
-    labels = _check_length(labels, neighbors.n_samples, "labels")
+    labels = check_per_cell(labels, neighbors.n_samples, "labels")
     return np.asarray(lisi_knn(neighbors, labels, perplexity=perplexity), dtype=np.float64)
 
 
@@ -178,7 +169,7 @@ def pairwise_ilisi(
     ``(n_cells,)`` values in ``[1, 2]``.
     """
     neighbors, perplexity = _neighbors_and_perplexity(X, n_neighbors, perplexity)
-    batch = _check_length(batch, neighbors.n_samples, "batch")
+    batch = check_per_cell(batch, neighbors.n_samples, "batch")
     codes = np.asarray(pd.Categorical(batch).codes)
     n_cells, n_batches = neighbors.n_samples, int(codes.max()) + 1
 

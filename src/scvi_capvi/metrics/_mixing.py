@@ -6,16 +6,11 @@ import numpy as np
 import pandas as pd
 from scib_metrics.nearest_neighbors import NeighborsResults
 
-from ._neighbors import nearest_neighbors, neighbors_without_self
+from ._neighbors import check_per_cell, nearest_neighbors, neighbors_without_self
 
 
 def _codes(values, n_cells: int, name: str) -> np.ndarray:
-    values = np.asarray(values)
-    if values.shape != (n_cells,):
-        raise ValueError(f"{name} must have shape ({n_cells},), got {values.shape}.")
-    if pd.isna(values).any():
-        raise ValueError(f"{name} contains missing values.")
-    return np.asarray(pd.Categorical(values).codes)
+    return np.asarray(pd.Categorical(check_per_cell(values, n_cells, name)).codes)
 
 
 def batch_entropy_mixing(

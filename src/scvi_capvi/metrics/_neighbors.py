@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scib_metrics.nearest_neighbors import NeighborsResults, pynndescent
 from sklearn.neighbors import NearestNeighbors
 
@@ -58,3 +59,13 @@ def neighbors_without_self(neighbors: NeighborsResults) -> np.ndarray:
     keep = np.ones_like(is_self)
     keep[np.arange(idx.shape[0]), first] = False
     return idx[keep].reshape(idx.shape[0], idx.shape[1] - 1)
+
+
+def check_per_cell(values, n_cells: int, name: str) -> np.ndarray:
+    """``values`` as an array of one entry per cell, with no missing value (clear errors)."""
+    values = np.asarray(values)
+    if values.shape != (n_cells,):
+        raise ValueError(f"{name} must have shape ({n_cells},), got {values.shape}.")
+    if pd.isna(values).any():
+        raise ValueError(f"{name} contains missing values.")
+    return values

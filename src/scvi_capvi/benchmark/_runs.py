@@ -18,6 +18,7 @@ from anndata import AnnData
 
 from scvi_capvi.metrics import accuracy, clisi, pairwise_ilisi, weighted_accuracy
 from scvi_capvi.model import CapVI
+from scvi_capvi.model._mixins import default_samples_per_pass
 
 PAPER_ARCHITECTURE = {"n_latent": 20, "n_hidden": 256, "n_layers": 3, "dropout_rate": 0.25}
 
@@ -161,7 +162,7 @@ def evaluate_models(
 
 def _scvi_marginal_ll(model, adata: AnnData, n_mc_samples: int) -> float:
     """scvi-tools' own estimator, averaged per cell (its ``return_mean`` averages per batch)."""
-    per_pass = max(1, min(n_mc_samples, int(1e8 // (128 * adata.n_vars))))
+    per_pass = default_samples_per_pass(n_mc_samples, 128, adata.n_vars)
     ll = model.get_marginal_ll(
         adata, n_mc_samples=n_mc_samples, n_mc_samples_per_pass=per_pass, return_mean=False
     )

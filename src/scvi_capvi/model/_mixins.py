@@ -107,9 +107,10 @@ class ImportanceSampledLLMixin:
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         batch_size = batch_size or 128
-        per_pass = n_mc_samples_per_pass or default_samples_per_pass(
-            n_mc_samples, batch_size, adata.n_vars
-        )
+        if n_mc_samples_per_pass is None:
+            per_pass = default_samples_per_pass(n_mc_samples, batch_size, adata.n_vars)
+        else:
+            per_pass = int(n_mc_samples_per_pass)
         if per_pass < 1:
             raise ValueError(f"`n_mc_samples_per_pass` must be >= 1, got {per_pass}.")
         per_pass = min(per_pass, n_mc_samples)

@@ -82,7 +82,7 @@ def pbmc11k(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
 ) -> ad.AnnData:
-    """PBMC-11K of scVI (Lopez et al. 2018, *Nat. Methods*), the public dataset of capVI.
+    """PBMC-11K of scVI (Lopez et al. 2018, Nature Methods), the public dataset of capVI.
 
     10x Genomics' pbmc4k and pbmc8k filtered matrices (Cell Ranger 2.1.0) are joined, and the
     cells, 3,346 genes and 9 labels of scVI's ``pbmc_dataset`` are taken from

@@ -1,5 +1,6 @@
 """Latent-space and classification metrics: pure functions of arrays, no models."""
 
+from ._calibration import expected_calibration_error
 from ._classification import (
     accuracy,
     confusion_matrix,
@@ -23,6 +24,7 @@ __all__ += [
     "batch_entropy_mixing",
     "clisi",
     "confusion_matrix",
+    "expected_calibration_error",
     "ilisi",
     "knn_jaccard",
     "knn_purity",

@@ -30,6 +30,7 @@ from scvi_capvi.train import CapVITrainingPlan
 from scvi_capvi.train._trainingplans import STAGE_MONITORS, STAGE_NUMBERS
 
 from ._mixins import ImportanceSampledLLMixin
+from ._novelty import NoveltyMethod, NoveltyMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 
 class CapVI(
+    NoveltyMixin,
     ImportanceSampledLLMixin,
     VAEMixin,
     RNASeqMixin,
@@ -318,6 +320,11 @@ class CapVI(
         self.history_ = history
         self.train_indices, self.validation_indices, self.test_indices = split
         self.is_trained_ = True
+        # the classifier changed: refit its temperature on the annotated validation cells
+        self.module.classifier_temperature.fill_(1.0)
+        if self.use_labels and self._is_labelled(val_idx).any():
+            self.calibrate()
+        self._fit_latent_reference()
 
     def _is_labelled(self, indices: np.ndarray) -> np.ndarray:
         return self._label_codes(indices) < len(self.cell_types)
@@ -392,18 +399,20 @@ class CapVI(
                 self._register_manager_for_instance(manager)
         return self._validate_anndata(adata)
 
-    @torch.inference_mode()
     def predict(
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         soft: bool = False,
         batch_size: int | None = None,
+        unknown_threshold: float | None = None,
+        novelty_method: NoveltyMethod = "prior",
+        unknown_label: str = "unknown",
     ) -> np.ndarray | pd.DataFrame:
         """Cell-type predictions of the classifier ``q(c|x)``.
 
         Works on a query AnnData with batches the model has not seen (the classifier does not
-        take the batch as input).
+        take the batch as input). Probabilities are temperature-scaled (see :meth:`calibrate`).
 
         Parameters
         ----------
@@ -415,22 +424,39 @@ class CapVI(
             Return a cells × types DataFrame of probabilities instead of hard labels.
         batch_size
             Minibatch size.
+        unknown_threshold
+            Call ``unknown_label`` for every cell whose novelty score
+            (:meth:`get_novelty_score` with ``novelty_method``) is above this value. Set it
+            from a target false-unknown rate with :meth:`get_novelty_threshold`.
+            Hard labels only.
+        novelty_method
+            The novelty score the threshold applies to.
+        unknown_label
+            Label of the cells called unknown.
 
         Returns
         -------
         Hard labels (``numpy`` array of type names) or, with ``soft=True``, probabilities.
+
+        Examples
+        --------
+        >>> threshold = model.get_novelty_threshold(false_unknown_rate=0.05)
+        >>> adata.obs["capvi_pred"] = model.predict(unknown_threshold=threshold)
         """
-        self._check_if_trained(warn=False)
+        if unknown_threshold is not None and soft:
+            raise ValueError(
+                "`unknown_threshold` applies to hard labels; with `soft=True` use "
+                "`get_novelty_score` next to the probabilities."
+            )
+        if unknown_threshold is not None and not np.isfinite(unknown_threshold):
+            raise ValueError(
+                f"`unknown_threshold` must be a finite number, got {unknown_threshold!r}."
+            )
         adata = self._validate_query_anndata(adata)
         if indices is None:
             indices = np.arange(adata.n_obs)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        self.module.eval()
-        probs = []
-        for tensors in loader:
-            logits = self.module.classify(tensors[REGISTRY_KEYS.X_KEY])
-            probs.append(torch.softmax(logits, -1).cpu())
-        probs = torch.cat(probs).numpy()
+        logits, _ = self._classifier_pass(adata, indices, batch_size, latent=False)
+        probs = self._probabilities(logits)
         names = (
             self.cell_types
             if self.use_labels
@@ -438,4 +464,16 @@ class CapVI(
         )
         if soft:
             return pd.DataFrame(probs, index=adata.obs_names[indices], columns=names)
-        return names[probs.argmax(1)]
+        labels = names[probs.argmax(1)]
+        if unknown_threshold is None:
+            return labels
+        if unknown_label in set(names):
+            raise ValueError(
+                f"`unknown_label` {unknown_label!r} is already a cell type of the model."
+            )
+        scores = self.get_novelty_score(
+            adata, indices, method=novelty_method, batch_size=batch_size
+        )
+        labels = labels.astype(object)
+        labels[scores > unknown_threshold] = unknown_label
+        return labels

@@ -101,10 +101,10 @@ class NoveltyMixin:
     def _check_method(self, method: str):
         if method not in NOVELTY_METHODS:
             raise ValueError(f"`method` must be one of {NOVELTY_METHODS}, got {method!r}.")
-        if method != "prior" and not self.use_labels:
+        if method not in ("prior", "latent") and not self.use_labels:
             raise ValueError(
-                f"method={method!r} uses the cell-type classifier; a CapVI without labels "
-                "(GMVAE) supports method='prior' only."
+                f"method={method!r} needs the cell-type classifier and annotated validation "
+                "cells; a CapVI without labels (GMVAE) supports 'prior' and 'latent' only."
             )
 
     def get_novelty_score(

@@ -1,0 +1,82 @@
+"""Leave-one-type-out: unknown-type detection and calibration of CapVI vs SCANVI (issue 7).
+
+    OMP_NUM_THREADS=1 python benchmarks/novelty_loto.py --datasets kang2018_pbmc_ifnb_muscat_subset
+
+Writes ``benchmarks/results/novelty/<dataset>_<mode>.csv`` (one row per hidden type) and
+``summary.md`` (per dataset and mode, averaged over hidden types), and prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import scvi
+import torch
+
+from scvi_capvi.benchmark import leave_one_type_out
+from scvi_capvi.data import read_dataset
+
+OUT = Path(__file__).parent / "results" / "novelty"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=[
+        "kang2018_pbmc_ifnb_muscat_subset", "pbmc4k_10x_top2000",
+        "human_kidney_young2018_top2000"])  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=["unlabelled"])
+    parser.add_argument("--epochs", type=int, default=60, help="cap of each CapVI stage")
+    parser.add_argument("--scvi-epochs", type=int, default=100)
+    parser.add_argument("--scanvi-epochs", type=int, default=20)
+    parser.add_argument("--semi-supervised", action="store_true")
+    parser.add_argument("--no-scanvi", action="store_true")
+    parser.add_argument("--hidden-types", nargs="+", default=None)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    scvi.settings.seed = args.seed
+    tag = "_semi" if args.semi_supervised else ""
+    summaries = []
+    for name in args.datasets:
+        adata = read_dataset(name)
+        for mode in args.modes:
+            start = time.perf_counter()
+            frame = leave_one_type_out(
+                adata,
+                hidden_types=args.hidden_types,
+                mode=mode,
+                seed=args.seed,
+                capvi_kwargs={"semi_supervised": args.semi_supervised},
+                capvi_train_kwargs={"classifier_epochs": args.epochs,
+                                    "frozen_epochs": args.epochs, "max_epochs": args.epochs},
+                scanvi=not args.no_scanvi,
+                scvi_max_epochs=args.scvi_epochs,
+                scanvi_train_kwargs={"max_epochs": args.scanvi_epochs},
+            )  # fmt: skip
+            frame.to_csv(args.out / f"{name}_{mode}{tag}.csv")
+            print(f"\n## {name} ({mode}{tag}), {time.perf_counter() - start:.0f} s")
+            print(frame.round(3).to_string())
+            mean = frame.select_dtypes("number").mean().rename(f"{name} ({mode}{tag})")
+            summaries.append(mean)
+    summary = pd.DataFrame(summaries)
+    cols = [c for c in summary.columns if not c.startswith("n_test")]
+    text = summary[cols].round(3).T.to_string()
+    meta = {"torch": torch.__version__, "scvi-tools": scvi.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+    (args.out / f"summary{tag}.md").write_text(
+        "Means over hidden types\n\n```\n" + text + "\n```\n\n" + json.dumps(meta, indent=1)
+    )
+    print("\n# mean over hidden types\n" + text)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()

@@ -160,7 +160,7 @@ WARNINGS = [
      {"unlabeled_category": "unassigned"},
      r"unlabeled_category='unassigned' does not occur in adata\.obs\['cell_type'\]: every cell"),
     ("unlabelled_lookalike", _set_obs("cell_type", lambda v: np.where(v == "Unknown", "NA", v)),
-     {}, r"its \d+ cells labelled 'NA' are learned as a cell type.*unlabeled_category='NA'"),
+     {}, r"the \d+ cells labelled 'NA' are learned as a cell type.*unlabeled_category='NA'"),
 ]  # fmt: skip
 
 

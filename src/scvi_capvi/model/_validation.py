@@ -222,7 +222,7 @@ def check_unlabeled_category(
         n = int(labels.isin(lookalikes).sum())
         _warn(
             f"unlabeled_category={unlabeled_category!r} does not occur in adata.obs[{key!r}], "
-            f"so its {n} cells labelled {_preview(lookalikes)} are learned as a cell type. If "
+            f"so the {n} cells labelled {_preview(lookalikes)} are learned as a cell type. If "
             f"they are unannotated, pass unlabeled_category={lookalikes[0]!r}."
         )
     elif unlabeled_category != default:

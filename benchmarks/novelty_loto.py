@@ -14,6 +14,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import scvi
 import torch
@@ -22,6 +23,15 @@ from scvi_capvi.benchmark import leave_one_type_out
 from scvi_capvi.data import read_dataset
 
 OUT = Path(__file__).parent / "results" / "novelty"
+
+
+def cap_cells_per_type(adata, n_max: int, seed: int):
+    """At most ``n_max`` random cells of each type (rare types are kept whole)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, idx in adata.obs.groupby("cell_type", observed=True).indices.items():
+        keep.append(rng.choice(idx, n_max, replace=False) if len(idx) > n_max else idx)
+    return adata[np.sort(np.concatenate(keep))].copy()
 
 
 def main(argv=None):
@@ -38,6 +48,10 @@ def main(argv=None):
     parser.add_argument("--hidden-types", nargs="+", default=None)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-cells-per-type", type=int, default=None,
+        help="subsample each cell type to at most this many cells (seeded; for CPU budgets)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     scvi.settings.seed = args.seed
@@ -45,6 +59,8 @@ def main(argv=None):
     summaries = []
     for name in args.datasets:
         adata = read_dataset(name)
+        if args.max_cells_per_type:
+            adata = cap_cells_per_type(adata, args.max_cells_per_type, args.seed)
         for mode in args.modes:
             start = time.perf_counter()
             frame = leave_one_type_out(
@@ -59,8 +75,10 @@ def main(argv=None):
                 scvi_max_epochs=args.scvi_epochs,
                 scanvi_train_kwargs={"max_epochs": args.scanvi_epochs},
             )  # fmt: skip
+            frame.attrs["n_cells"] = adata.n_obs
             frame.to_csv(args.out / f"{name}_{mode}{tag}.csv")
-            print(f"\n## {name} ({mode}{tag}), {time.perf_counter() - start:.0f} s")
+            print(f"\n## {name} ({mode}{tag}), {adata.n_obs} cells, "
+                  f"{time.perf_counter() - start:.0f} s")  # fmt: skip
             print(frame.round(3).to_string())
             mean = frame.select_dtypes("number").mean().rename(f"{name} ({mode}{tag})")
             summaries.append(mean)

@@ -46,6 +46,9 @@ class NoveltyMixin:
         """Raw logits of ``q(c|x)`` and, with ``latent``, the posterior means E_q[z]."""
         self._check_if_trained(warn=False)
         adata = self._validate_query_anndata(adata)
+        if latent:
+            # q(z|x,s) encodes the batch: a clear error for batches the model never saw
+            self._check_known_batches(adata)
         if indices is None:
             indices = np.arange(adata.n_obs)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)

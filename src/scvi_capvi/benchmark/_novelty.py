@@ -136,7 +136,9 @@ def leave_one_type_out(
     y_test = labels[test_idx]
     split_kwargs = {"train_size": train_size, "validation_size": 1 - train_size}
     capvi_train_kwargs = {"enable_progress_bar": False, **(capvi_train_kwargs or {})}
+    # drop_last: a last minibatch of one cell breaks SCANVI's BatchNorm
     scanvi_train_kwargs = {"enable_progress_bar": False, **split_kwargs,
+                           "datasplitter_kwargs": {"drop_last": True},
                            **(scanvi_train_kwargs or {})}  # fmt: skip
 
     shared_scvi = None

@@ -34,6 +34,51 @@ def cap_cells_per_type(adata, n_max: int, seed: int):
     return adata[np.sort(np.concatenate(keep))].copy()
 
 
+COLUMNS = {
+    "n_test_hidden": "hidden test cells",
+    "auroc_prior": "AUROC prior",
+    "auroc_latent": "AUROC latent",
+    "auroc_entropy": "AUROC entropy",
+    "auroc_max_prob": "AUROC max-prob",
+    "auroc_combined": "AUROC combined",
+    "auroc_scanvi_max_prob": "AUROC SCANVI max-prob",
+    "known_accuracy": "known acc",
+    "known_accuracy_with_unknown": "known acc (unknown option)",
+    "hidden_called_unknown": "hidden called unknown",
+    "scanvi_known_accuracy": "SCANVI known acc",
+    "ece_before": "ECE before",
+    "ece_after": "ECE after",
+    "scanvi_ece": "SCANVI ECE",
+    "temperature": "T",
+}
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    cols = [c for c in COLUMNS if c in frame.columns]
+    frame = frame[cols].rename(columns=COLUMNS)
+    head = "| " + " | ".join([frame.index.name or "", *frame.columns]) + " |"
+    rule = "|" + "---|" * (len(frame.columns) + 1)
+    body = [
+        "| " + " | ".join([str(i), *(f"{v:.3g}" if isinstance(v, float) else str(v)
+                                    for v in row)]) + " |"
+        for i, row in zip(frame.index, frame.itertuples(index=False))
+    ]  # fmt: skip
+    return "\n".join([head, rule, *body])
+
+
+def collect_report(out: Path) -> str:
+    """Per-type tables and the mean over hidden types of every CSV in ``out``."""
+    means, sections = [], []
+    for path in sorted(out.glob("*.csv")):
+        frame = pd.read_csv(path, index_col=0)
+        sections.append(f"### {path.stem}\n\n{_markdown(frame)}\n")
+        means.append(frame.select_dtypes("number").mean().rename(path.stem))
+    summary = pd.DataFrame(means)
+    summary.index.name = "run (mean over hidden types)"
+    return "\n".join(["## Means over hidden types\n", _markdown(summary), "",
+                      "## Per hidden type\n", *sections])  # fmt: skip
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=[
@@ -49,11 +94,19 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--report", type=Path, default=None,
+        help="only collect every CSV under --out into this markdown file (no training)",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-cells-per-type", type=int, default=None,
         help="subsample each cell type to at most this many cells (seeded; for CPU budgets)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report is not None:
+        args.report.write_text(collect_report(args.out))
+        print(args.report.read_text())
+        return
     scvi.settings.seed = args.seed
     tag = "_semi" if args.semi_supervised else ""
     summaries = []

@@ -14,8 +14,11 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-_STAGE_NAMES = {"stage1": "stage 1 (classifier)", "stage2": "stage 2 (frozen)",
-                "stage3": "stage 3 (end to end)"}  # fmt: skip
+_STAGE_NAMES = {
+    "stage1": "stage 1 (classifier)",
+    "stage2": "stage 2 (frozen)",
+    "stage3": "stage 3 (end to end)",
+}
 
 
 def umap_grid(
@@ -52,26 +55,37 @@ def umap_grid(
     if not reps or not color:
         raise ValueError("umap_grid needs at least one embedding and one obs column to colour.")
     fig, axes = plt.subplots(
-        len(reps), len(color), figsize=(panel_size * len(color) + 2.5, panel_size * len(reps)),
+        len(reps),
+        len(color),
+        figsize=(panel_size * len(color) + 2.5, panel_size * len(reps)),
         squeeze=False,
-    )  # fmt: skip
+    )
     for i, (title, rep) in enumerate(reps.items()):
         key = f"X_umap_{rep}"
         if key not in adata.obsm:
             view = AnnData(np.zeros((adata.n_obs, 1), dtype=np.float32), obs=adata.obs[[]])
             view.obsm["rep"] = np.asarray(adata.obsm[rep])
             sc.pp.neighbors(
-                view, use_rep="rep", n_neighbors=min(n_neighbors, adata.n_obs - 1),
+                view,
+                use_rep="rep",
+                n_neighbors=min(n_neighbors, adata.n_obs - 1),
                 random_state=seed,
-            )  # fmt: skip
+            )
             sc.tl.umap(view, random_state=seed)
             adata.obsm[key] = view.obsm["X_umap"]
         for j, col in enumerate(color):
             ax = axes[i, j]
             sc.pl.embedding(
-                adata, basis=key, color=col, ax=ax, show=False, frameon=False,
-                legend_loc="right margin" if i == 0 else None, title=f"{title}: {col}", size=8,
-            )  # fmt: skip
+                adata,
+                basis=key,
+                color=col,
+                ax=ax,
+                show=False,
+                frameon=False,
+                legend_loc="right margin" if i == 0 else None,
+                title=f"{title}: {col}",
+                size=8,
+            )
     fig.tight_layout()
     return fig
 
@@ -134,8 +148,15 @@ def confusion_heatmap(
     if annotate:
         for (r, c), v in np.ndenumerate(values):
             text = f"{v:.2f}" if v < 1 or not float(v).is_integer() else f"{int(v)}"
-            ax.text(c, r, text, ha="center", va="center", fontsize=6,
-                    color="white" if v > 0.6 * values.max() else "black")  # fmt: skip
+            ax.text(
+                c,
+                r,
+                text,
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if v > 0.6 * values.max() else "black",
+            )
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig

@@ -31,8 +31,16 @@ def test_benchmark_cli_writes_every_report_file(tmp_path):
     assert results["median_pairwise_ilisi"].between(1, 2).all()
     assert results["Total"].between(0, 1).all()
     assert 0 <= results.set_index("method").loc["CapVI", "accuracy"] <= 1
-    expected = ["report.md", "probe_toy.csv", "scib_toy.csv", "umap_toy.png", "lisi_toy.png",
-                "confusion_toy_CapVI.png", "curves_toy_CapVI.png", "curves_toy_SCVI.png"]  # fmt: skip
+    expected = [
+        "report.md",
+        "probe_toy.csv",
+        "scib_toy.csv",
+        "umap_toy.png",
+        "lisi_toy.png",
+        "confusion_toy_CapVI.png",
+        "curves_toy_CapVI.png",
+        "curves_toy_SCVI.png",
+    ]
     for name in expected:
         path = out / name
         assert path.is_file() and path.stat().st_size > 0, name

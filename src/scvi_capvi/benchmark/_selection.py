@@ -13,6 +13,8 @@ other in this process (no Ray needed); ``"auto"`` picks Ray when ``ray[tune]`` i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import logging
 import tempfile
@@ -141,7 +143,12 @@ def tune_capvi(
                 "tune_mc_samples": n_mc_samples,
             },
         }
-        with tempfile.TemporaryDirectory(prefix="capvi_tune_") as tmp:
+        # Ray Tune prints a status table per trial event: keep it out of the console
+        captured = io.StringIO()
+        with (
+            tempfile.TemporaryDirectory(prefix="capvi_tune_") as tmp,
+            contextlib.redirect_stdout(captured),
+        ):
             experiment = run_autotune(
                 TunableCapVI, adata, metrics=metric,
                 mode="min" if metric == CLASSIFIER_METRIC else "max", search_space=space,

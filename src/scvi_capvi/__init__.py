@@ -2,11 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import benchmark, data, metrics, model, module, train
+from . import benchmark, data, metrics, model, module, pl, train
 
 try:
     __version__ = version("scvi-capvi")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["benchmark", "data", "metrics", "model", "module", "train", "__version__"]
+__all__ = ["benchmark", "data", "metrics", "model", "module", "pl", "train", "__version__"]

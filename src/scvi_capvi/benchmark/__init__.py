@@ -1,14 +1,39 @@
-"""Methods × datasets × metrics: training recipes, the quick start and (later) the report."""
+"""Methods × datasets × metrics: training recipes, registries, model selection, the report."""
 
+from ._novelty import leave_one_type_out
 from ._quickstart import quickstart
+from ._registry import (
+    METHODS,
+    BenchmarkConfig,
+    Method,
+    MethodOutput,
+    MethodSkipped,
+    Split,
+    available_datasets,
+    load_dataset,
+    make_split,
+)
 from ._runs import FitResult, cell_split, evaluate_models, fit_capvi, fit_scvi, latent_metrics
+from ._suite import run_benchmark, write_report
 
 __all__ = [
+    "METHODS",
+    "BenchmarkConfig",
     "FitResult",
+    "Method",
+    "MethodOutput",
+    "MethodSkipped",
+    "Split",
+    "available_datasets",
     "cell_split",
     "evaluate_models",
     "fit_capvi",
     "fit_scvi",
     "latent_metrics",
+    "leave_one_type_out",
+    "load_dataset",
+    "make_split",
     "quickstart",
+    "run_benchmark",
+    "write_report",
 ]

@@ -1,5 +1,6 @@
 """Latent-space and classification metrics: pure functions of arrays, no models."""
 
+from ._calibration import expected_calibration_error
 from ._classification import (
     accuracy,
     confusion_matrix,
@@ -16,6 +17,8 @@ from ._latent import (
 from ._lisi import clisi, ilisi, pairwise_ilisi
 from ._mixing import batch_entropy_mixing, knn_jaccard, knn_purity
 from ._neighbors import nearest_neighbors
+from ._probe import PROBE_KS, pca_features, probe_accuracy, probe_table
+from ._scib import scib_scores
 
 __all__: list[str] = []
 __all__ += [
@@ -23,6 +26,7 @@ __all__ += [
     "batch_entropy_mixing",
     "clisi",
     "confusion_matrix",
+    "expected_calibration_error",
     "ilisi",
     "knn_jaccard",
     "knn_purity",
@@ -39,3 +43,5 @@ __all__ += [
     "latent_unit_activity",
     "n_pcs_for_variance",
 ]
+
+__all__ += ["PROBE_KS", "pca_features", "probe_accuracy", "probe_table", "scib_scores"]

@@ -9,7 +9,8 @@ import torch
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
 
 from ..module import NBAutoencoderModule
-from ._mixins import CountsSetupMixin
+from ._io import SafeSaveLoadMixin
+from ._mixins import CountsSetupMixin, HardenedModelMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,7 +20,13 @@ if TYPE_CHECKING:
 
 
 class NBAutoencoder(
-    CountsSetupMixin, VAEMixin, RNASeqMixin, UnsupervisedTrainingMixin, BaseModelClass
+    CountsSetupMixin,
+    SafeSaveLoadMixin,
+    HardenedModelMixin,
+    VAEMixin,
+    RNASeqMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
 ):
     """Deterministic negative-binomial autoencoder (DCA-style; paper 001's "AE" column).
 

@@ -10,11 +10,10 @@ import pandas as pd
 import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
-from scvi.data._constants import _SCVI_UUID_KEY
 from scvi.data._utils import _assign_adata_uuid
-from scvi.data.fields import CategoricalObsField, LabelsWithUnlabeledObsField, LayerField
+from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.dataloaders import DataSplitter
-from scvi.model._utils import _init_library_size, get_max_epochs_heuristic
+from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
@@ -22,14 +21,27 @@ from scvi.model.base import (
     UnsupervisedTrainingMixin,
     VAEMixin,
 )
-from scvi.train import TrainRunner
 from scvi.utils import setup_anndata_dsp
 
 from scvi_capvi.module import CapVIModule
-from scvi_capvi.train import CapVITrainingPlan
+from scvi_capvi.train import CapVITrainingPlan, SafeTrainRunner
 from scvi_capvi.train._trainingplans import STAGE_MONITORS, STAGE_NUMBERS
 
-from ._mixins import ImportanceSampledLLMixin
+from ._io import CheckedQueryMixin, SafeSaveLoadMixin
+from ._mixins import (
+    HardenedModelMixin,
+    ImportanceSampledLLMixin,
+    UnseenAsUnlabeledField,
+    check_setup_anndata,
+    library_size_prior,
+)
+from ._novelty import NoveltyMethod, NoveltyMixin
+from ._validation import (
+    check_cell_types,
+    check_no_missing,
+    check_unlabeled_category,
+    label_counts,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,6 +50,10 @@ if TYPE_CHECKING:
 
 
 class CapVI(
+    NoveltyMixin,
+    CheckedQueryMixin,
+    SafeSaveLoadMixin,
+    HardenedModelMixin,
     ImportanceSampledLLMixin,
     VAEMixin,
     RNASeqMixin,
@@ -111,6 +127,17 @@ class CapVI(
     ):
         super().__init__(adata)
         self.use_labels = self.registry_["setup_args"]["labels_key"] is not None
+        if self.use_labels and adata is not None and self.adata_manager._source_registry is None:
+            # set up for training (not a loaded model or a query): the annotations must make
+            # at least two prior modes, none of them empty
+            n_types = len(self.cell_types)
+            codes = self._label_codes()
+            check_cell_types(
+                self.cell_types,
+                np.bincount(codes[codes < n_types], minlength=n_types),
+                self.registry_["setup_args"]["labels_key"],
+                self.registry_["setup_args"]["unlabeled_category"],
+            )
         if self.use_labels:
             if n_components is not None:
                 raise ValueError(
@@ -130,7 +157,7 @@ class CapVI(
         use_observed = module_kwargs.pop("use_observed_lib_size", False)
         lib_means, lib_vars = (None, None)
         if not use_observed:
-            lib_means, lib_vars = _init_library_size(self.adata_manager, n_batch)
+            lib_means, lib_vars = library_size_prior(self.adata_manager, n_batch)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_labels=n_labels,
@@ -186,8 +213,20 @@ class CapVI(
         %(param_layer)s
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        check_setup_anndata(cls.__name__, adata, layer, batch_key, labels_key, kwargs)
+        if labels_key is not None and kwargs.get("source_registry") is None:
+            # annotations for training (a loaded model or a query was checked when trained)
+            check_no_missing(
+                adata, labels_key, "label",
+                f"Mark unannotated cells with unlabeled_category={unlabeled_category!r}.",
+            )  # fmt: skip
+            labels = adata.obs[labels_key]
+            check_unlabeled_category(labels, labels_key, unlabeled_category)
+            check_cell_types(
+                *label_counts(labels, unlabeled_category), labels_key, unlabeled_category
+            )
         if labels_key is not None:
-            labels_field = LabelsWithUnlabeledObsField(
+            labels_field = UnseenAsUnlabeledField(
                 REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category
             )
         else:
@@ -263,6 +302,7 @@ class CapVI(
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (all stages).
         """
+        self._check_training_data()
         default_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         epochs = {}
         for stage, name, value, minimum in (
@@ -301,6 +341,28 @@ class CapVI(
         if not stages:
             raise ValueError("Every stage has 0 epochs: nothing to train (see `max_epochs`).")
         history: dict[str, pd.DataFrame] = {}
+        try:
+            self._run_stages(stages, epochs, split, labelled_train, history, batch_size,
+                             early_stopping, plan_kwargs or {}, trainer_kwargs)  # fmt: skip
+        finally:
+            # also after an interrupt or a failure: keep the finished stages' history and the
+            # split; SafeTrainRunner has restored the last good parameters
+            self.history_ = history
+            self.train_indices, self.validation_indices, self.test_indices = split
+        self.is_trained_ = True
+        # the classifier changed: refit its temperature on the annotated validation cells,
+        # and the latent reference of the novelty score
+        self.module.classifier_temperature.fill_(1.0)
+        if self.use_labels and self._is_labelled(split[1]).any():
+            self.calibrate()
+        self._fit_latent_reference()
+
+    def _run_stages(
+        self, stages, epochs, split, labelled_train, history, batch_size, early_stopping,
+        plan_kwargs, trainer_kwargs,
+    ):  # fmt: skip
+        train_idx, val_idx, test_idx = split
+        trained = self.is_trained_
         for stage in stages:
             idx = [train_idx, val_idx, test_idx]
             if stage == "classifier":
@@ -309,15 +371,18 @@ class CapVI(
                 idx[0] = train_idx[labelled_train]
                 idx[1] = val_idx[self._is_labelled(val_idx)]
                 idx[2] = np.setdiff1d(np.arange(self.adata.n_obs), np.concatenate(idx[:2]))
-            self._run_stage(
-                stage, epochs[stage], idx, batch_size, early_stopping,
-                plan_kwargs or {}, dict(trainer_kwargs),
-            )  # fmt: skip
-            for key, frame in (self.history_ or {}).items():
-                history[f"stage{STAGE_NUMBERS[stage]}_{key}"] = frame
-        self.history_ = history
-        self.train_indices, self.validation_indices, self.test_indices = split
-        self.is_trained_ = True
+            try:
+                self._run_stage(
+                    stage, epochs[stage], idx, batch_size, early_stopping,
+                    plan_kwargs, dict(trainer_kwargs),
+                )  # fmt: skip
+            finally:
+                for key, frame in (self.history_ or {}).items():
+                    history[f"stage{STAGE_NUMBERS[stage]}_{key}"] = frame
+                # trained if any stage (this or an earlier one, or an earlier train) finished
+                # an epoch; `_run_stage` resets the flag and the runner sets it
+                trained = trained or self.is_trained_
+                self.is_trained_ = trained
 
     def _is_labelled(self, indices: np.ndarray) -> np.ndarray:
         return self._label_codes(indices) < len(self.cell_types)
@@ -367,7 +432,7 @@ class CapVI(
         self.module.train()
         # each stage gets a fresh history (TrainRunner appends only to keys it already knows)
         self.history_, self.is_trained_ = None, False
-        runner = TrainRunner(
+        runner = SafeTrainRunner(
             self,
             training_plan=plan,
             data_splitter=splitter,
@@ -380,30 +445,33 @@ class CapVI(
     # ------------------------------------------------------------------ outputs
     def _validate_query_anndata(self, adata: AnnData | None) -> AnnData:
         """Register a query for classification: q(c|x) does not see the batch, so a query may
-        bring batches the model never saw, and needs no label column."""
+        bring batches the model never saw, and needs no label column (labels the model does
+        not know count as unannotated). Genes and counts are checked as for any new AnnData."""
         if adata is not None and self.adata_manager is not None:
-            store = type(self)._per_instance_manager_store.get(self.id, {})
-            known = store.get(adata.uns.get(_SCVI_UUID_KEY))
-            if known is None or known.adata is not adata:  # new AnnData, or a copy of one
+            if not self._is_registered(adata):  # new AnnData, or a copy of one
+                self._check_new_anndata(adata, unseen_batches=True)
                 _assign_adata_uuid(adata, overwrite=True)
                 manager = self.adata_manager.transfer_fields(
                     adata, extend_categories=True, allow_missing_labels=True
                 )
                 self._register_manager_for_instance(manager)
-        return self._validate_anndata(adata)
+        # scvi-tools' registration check only: the classifier encodes no batch
+        return BaseModelClass._validate_anndata(self, adata)
 
-    @torch.inference_mode()
     def predict(
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         soft: bool = False,
         batch_size: int | None = None,
+        unknown_threshold: float | None = None,
+        novelty_method: NoveltyMethod = "prior",
+        unknown_label: str = "unknown",
     ) -> np.ndarray | pd.DataFrame:
         """Cell-type predictions of the classifier ``q(c|x)``.
 
         Works on a query AnnData with batches the model has not seen (the classifier does not
-        take the batch as input).
+        take the batch as input). Probabilities are temperature-scaled (see :meth:`calibrate`).
 
         Parameters
         ----------
@@ -415,22 +483,39 @@ class CapVI(
             Return a cells × types DataFrame of probabilities instead of hard labels.
         batch_size
             Minibatch size.
+        unknown_threshold
+            Call ``unknown_label`` for every cell whose novelty score
+            (:meth:`get_novelty_score` with ``novelty_method``) is above this value. Set it
+            from a target false-unknown rate with :meth:`get_novelty_threshold`.
+            Hard labels only.
+        novelty_method
+            The novelty score the threshold applies to.
+        unknown_label
+            Label of the cells called unknown.
 
         Returns
         -------
         Hard labels (``numpy`` array of type names) or, with ``soft=True``, probabilities.
+
+        Examples
+        --------
+        >>> threshold = model.get_novelty_threshold(false_unknown_rate=0.05)
+        >>> adata.obs["capvi_pred"] = model.predict(unknown_threshold=threshold)
         """
-        self._check_if_trained(warn=False)
+        if unknown_threshold is not None and soft:
+            raise ValueError(
+                "`unknown_threshold` applies to hard labels; with `soft=True` use "
+                "`get_novelty_score` next to the probabilities."
+            )
+        if unknown_threshold is not None and not np.isfinite(unknown_threshold):
+            raise ValueError(
+                f"`unknown_threshold` must be a finite number, got {unknown_threshold!r}."
+            )
         adata = self._validate_query_anndata(adata)
         if indices is None:
             indices = np.arange(adata.n_obs)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        self.module.eval()
-        probs = []
-        for tensors in loader:
-            logits = self.module.classify(tensors[REGISTRY_KEYS.X_KEY])
-            probs.append(torch.softmax(logits, -1).cpu())
-        probs = torch.cat(probs).numpy()
+        logits, _ = self._classifier_pass(adata, indices, batch_size, latent=False)
+        probs = self._probabilities(logits)
         names = (
             self.cell_types
             if self.use_labels
@@ -438,4 +523,16 @@ class CapVI(
         )
         if soft:
             return pd.DataFrame(probs, index=adata.obs_names[indices], columns=names)
-        return names[probs.argmax(1)]
+        labels = names[probs.argmax(1)]
+        if unknown_threshold is None:
+            return labels
+        if unknown_label in set(names):
+            raise ValueError(
+                f"`unknown_label` {unknown_label!r} is already a cell type of the model."
+            )
+        scores = self.get_novelty_score(
+            adata, indices, method=novelty_method, batch_size=batch_size
+        )
+        labels = labels.astype(object)
+        labels[scores > unknown_threshold] = unknown_label
+        return labels

@@ -10,7 +10,6 @@ import pandas as pd
 import torch
 from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
-from scvi.model._utils import _init_library_size
 from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
@@ -20,7 +19,13 @@ from scvi.model.base import (
 )
 
 from ..module import VampPriorModule
-from ._mixins import CountsSetupMixin, ImportanceSampledLLMixin
+from ._io import CheckedQueryMixin, SafeSaveLoadMixin
+from ._mixins import (
+    CountsSetupMixin,
+    HardenedModelMixin,
+    ImportanceSampledLLMixin,
+    library_size_prior,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 class VampVI(
     CountsSetupMixin,
+    CheckedQueryMixin,
+    SafeSaveLoadMixin,
+    HardenedModelMixin,
     ImportanceSampledLLMixin,
     VAEMixin,
     RNASeqMixin,
@@ -111,7 +119,7 @@ class VampVI(
         n_batch = self.summary_stats.n_batch
         library_log_means, library_log_vars = None, None
         if not use_observed_lib_size:
-            library_log_means, library_log_vars = _init_library_size(self.adata_manager, n_batch)
+            library_log_means, library_log_vars = library_size_prior(self.adata_manager, n_batch)
         pseudo_init, pseudo_batch = None, None
         if prior == "vamp":
             pseudo_init, pseudo_batch = self._draw_pseudo_inputs(n_pseudo_inputs)

@@ -134,7 +134,12 @@ class CapVIModule(BaseModuleClass):
     use_labels
         Whether the labels tensor carries annotations (``False`` for the GMVAE without labels).
     semi_supervised
-        Use annotations in the ELBO and the penalty (default: ignored, as in the paper).
+        Use annotations in the ELBO and the penalty (default: ignored, as in the paper), and
+        keep training ``q(c|x)`` on them: ``classification_ratio`` times the class-weighted
+        cross-entropy of the annotated cells is added to the loss, as scANVI does (the
+        M2 model's alpha term, Kingma et al. 2014).
+    classification_ratio
+        Weight of that cross-entropy (scANVI's default, 50); only with ``semi_supervised``.
     class_weights
         ``(C,)`` weights of the stage-1 cross-entropy (inverse class frequency).
     """
@@ -161,6 +166,7 @@ class CapVIModule(BaseModuleClass):
         classifier_dropout_rate: float = 0.25,
         use_labels: bool = True,
         semi_supervised: bool = False,
+        classification_ratio: float = 50.0,
         class_weights=None,
         prior_init_scale: float = 1.0,
     ):
@@ -185,6 +191,9 @@ class CapVIModule(BaseModuleClass):
         self.use_observed_lib_size = use_observed_lib_size
         self.use_labels = use_labels
         self.semi_supervised = semi_supervised
+        if classification_ratio < 0:
+            raise ValueError(f"`classification_ratio` must be >= 0, got {classification_ratio}.")
+        self.classification_ratio = classification_ratio
 
         if not use_observed_lib_size:
             if library_log_means is None or library_log_vars is None:
@@ -252,6 +261,13 @@ class CapVIModule(BaseModuleClass):
                 f"`class_weights` must have shape ({n_labels},), got {tuple(cw.shape)}."
             )
         self.register_buffer("class_weights", cw.float())
+        # temperature of q(c|x) fitted after training (Guo et al. 2017); only the model's
+        # outputs use it, never the training loss
+        self.register_buffer("classifier_temperature", torch.ones(()))
+        # empirical class means and shared precision of E_q[z] over the annotated training
+        # cells, fitted after training: the reference of the "latent" novelty score
+        self.register_buffer("latent_class_means", torch.zeros(n_labels, n_latent))
+        self.register_buffer("latent_precision", torch.eye(n_latent))
 
     # ------------------------------------------------------------------ helpers
     def classifier_parameters(self):
@@ -389,6 +405,11 @@ class CapVIModule(BaseModuleClass):
             penalty = torch.zeros((), device=x.device)
 
         loss = torch.mean(rec + kl_weight * (kl_z + kl_c + kl_l)) + penalty
+        if self.semi_supervised and labelled.any() and self.classification_ratio > 0:
+            # without it, the unlabelled bound alone moves q(c|x) toward whichever mode is
+            # nearest and the annotations stop anchoring the classifier in stage 3
+            ce = F.cross_entropy(logits[labelled], labels[labelled], weight=self.class_weights)
+            loss = loss + self.classification_ratio * ce
         extra = {"mixing_penalty": penalty.detach()}
         if labelled.any():
             extra["classification_loss"] = F.cross_entropy(logits[labelled], labels[labelled])

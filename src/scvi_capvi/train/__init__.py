@@ -1,5 +1,6 @@
 """Training plans."""
 
-from ._trainingplans import CapVITrainingPlan
+from ._runner import SafeTrainRunner
+from ._trainingplans import CapVITrainingPlan, FiniteLossTrainingPlan
 
-__all__ = ["CapVITrainingPlan"]
+__all__ = ["CapVITrainingPlan", "FiniteLossTrainingPlan", "SafeTrainRunner"]

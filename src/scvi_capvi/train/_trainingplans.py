@@ -19,7 +19,48 @@ STAGE_MONITORS = {
 STAGE_NUMBERS = {"classifier": 1, "frozen": 2, "joint": 3}
 
 
-class CapVITrainingPlan(TrainingPlan):
+def nonfinite_terms(loss_output) -> list[str]:
+    """Names of the terms of a :class:`scvi.module.base.LossOutput` that are not finite."""
+    bad = []
+    for field in ("reconstruction_loss", "kl_local", "kl_global", "classification_loss"):
+        value = getattr(loss_output, field, None)
+        items = value.items() if isinstance(value, dict) else [(field, value)]
+        bad += [k for k, v in items if torch.is_tensor(v) and not torch.isfinite(v).all()]
+    for key, value in (loss_output.extra_metrics or {}).items():
+        if torch.is_tensor(value) and not torch.isfinite(value).all():
+            bad.append(key)
+    return bad
+
+
+class FiniteLossTrainingPlan(TrainingPlan):
+    """:class:`scvi.train.TrainingPlan` that stops at the first non-finite training loss.
+
+    The error names the epoch and the non-finite loss terms, and is raised before the
+    backward pass, so no NaN reaches the parameters.
+    """
+
+    @property
+    def failure_prefix(self) -> str:
+        return f"{type(self.module).__name__} training"
+
+    def _check_finite(self, loss: torch.Tensor, terms: list[str] | dict[str, torch.Tensor]):
+        if torch.isfinite(loss).all():
+            return
+        if isinstance(terms, dict):
+            terms = [k for k, v in terms.items() if v is not None and not torch.isfinite(v).all()]
+        raise FloatingPointError(
+            f"{self.failure_prefix}: the training loss became non-finite at epoch "
+            f"{self.current_epoch} (non-finite terms: {', '.join(terms) or 'loss'}). Check the "
+            "input for non-count values, or lower the learning rate."
+        )
+
+    def compute_and_log_metrics(self, loss_output, metrics, mode: str):
+        if mode == "train":
+            self._check_finite(loss_output.loss, nonfinite_terms(loss_output))
+        return super().compute_and_log_metrics(loss_output, metrics, mode)
+
+
+class CapVITrainingPlan(FiniteLossTrainingPlan):
     """One stage of CapVI training, on top of :class:`scvi.train.TrainingPlan`.
 
     * ``stage="classifier"`` (stage 1): class-weighted cross-entropy of ``q(c|x)`` on annotated
@@ -81,6 +122,10 @@ class CapVITrainingPlan(TrainingPlan):
     def stage_name(self) -> str:
         return f"stage {STAGE_NUMBERS[self.stage]} ({self.stage})"
 
+    @property
+    def failure_prefix(self) -> str:
+        return f"CapVI {self.stage_name}"
+
     # -------------------------------------------------------------- freezing
     def on_fit_start(self):
         if self.stage == "frozen":
@@ -94,12 +139,21 @@ class CapVITrainingPlan(TrainingPlan):
         if self.stage == "frozen":
             self.module.classifier.eval()
 
-    def on_train_end(self):
+    def _unfreeze(self):
         if self.stage == "frozen":
             for name, p in self.module.classifier.named_parameters():
                 p.requires_grad_(self._frozen_requires_grad.get(name, True))
+
+    def on_train_end(self):
+        self._unfreeze()
         if self.restore_best and self._best_state is not None:
             self.module.load_state_dict(self._best_state)
+
+    def state_after_failure(self) -> dict | None:
+        """Called when the stage stops on an exception: unfreezes ``q(c|x)`` and returns the
+        parameters of the stage's best epoch so far (``None`` when there is none)."""
+        self._unfreeze()
+        return self._best_state if self.restore_best else None
 
     def configure_optimizers(self):
         if self.stage == "classifier":
@@ -109,21 +163,10 @@ class CapVITrainingPlan(TrainingPlan):
         return super().configure_optimizers()
 
     # -------------------------------------------------------------- steps
-    def _check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]):
-        if torch.isfinite(loss):
-            return
-        bad = [k for k, v in terms.items() if v is not None and not torch.isfinite(v).all()]
-        raise FloatingPointError(
-            f"CapVI {self.stage_name}: the training loss became non-finite at epoch "
-            f"{self.current_epoch} (non-finite terms: {', '.join(bad) or 'loss'}). Check the "
-            "input for non-count values, or lower the learning rate."
-        )
-
     def training_step(self, batch, batch_idx):
         if self.stage != "classifier":
-            loss = super().training_step(batch, batch_idx)
-            self._check_finite(loss, {"loss": loss})
-            return loss
+            # the loss terms are checked in `compute_and_log_metrics`
+            return super().training_step(batch, batch_idx)
         out = self.module.classification_loss(batch)
         self._check_finite(out["loss"], out)
         n = int(out["n"])

@@ -1,0 +1,556 @@
+"""Registries of the benchmark: datasets, splits and methods (SPEC §5).
+
+Every method is fitted on the training + validation cells of a split and returns one
+:class:`MethodOutput`: a latent space of *all* cells of the dataset (row-aligned), and, where
+the method has them, the test cells' marginal log-likelihood, reconstruction error, predicted
+cell types and training history.
+
+Held-out batches (datasets with >= 4 batches) are batches the models never saw. Models with a
+batch covariate (CapVI, VampVI, SCVI, SCANVI, LinearSCVI) encode and decode such cells with the
+first training batch as their covariate (``MODEL_BATCH_KEY``); the test likelihood is then that
+of a model that has to explain an unseen batch with a seen one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scvi
+from anndata import AnnData
+
+from scvi_capvi.data import list_datasets, pbmc11k, pbmc68k_reduced, read_dataset
+from scvi_capvi.metrics import PROBE_KS
+
+from ._runs import PAPER_ARCHITECTURE, _epochs_from_history, _scvi_marginal_ll, fit_capvi
+
+MODEL_BATCH_KEY = "_benchmark_batch"
+"""``obs`` column the models see as batch: the real batch, unseen batches mapped to a seen one."""
+LABELS_KEY = "cell_type"
+BATCH_KEY = "batch"
+UNLABELED = "Unknown"
+
+
+# ---------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """How much to train and evaluate.
+
+    ``max_epochs=None`` uses each method's default cap with early stopping (the full run);
+    an integer caps every stage of every model (early stopping stays on).
+    """
+
+    seed: int = 0
+    max_epochs: int | None = None
+    n_mc_samples: int = 1000
+    probe_epochs: int = 100
+    probe_ks: tuple[int, ...] = PROBE_KS
+    scib_fast: bool = False
+    n_pseudo_inputs: int = 500
+    max_cells: int | None = None
+    progress_bar: bool = True
+    capvi_kwargs: dict = field(default_factory=dict)
+    select: bool = False
+    tune_backend: str = "auto"
+    capvi_grid: dict | None = None
+    classifier_grid: dict | None = None
+
+    @classmethod
+    def quick(cls, **overrides) -> BenchmarkConfig:
+        """The ``--quick`` settings: tens of epochs, 100 importance samples, fast scIB metrics,
+        at most 2,000 cells per dataset, a 2 x 2 CapVI grid."""
+        base = cls(
+            max_epochs=40,
+            n_mc_samples=100,
+            probe_epochs=10,
+            scib_fast=True,
+            n_pseudo_inputs=100,
+            max_cells=2000,
+        )
+        return replace(base, **overrides)
+
+
+# ---------------------------------------------------------------------------- datasets
+def available_datasets(data_dir: str | os.PathLike | None = None) -> list[str]:
+    """Every dataset the benchmark can run here: ``pbmc68k_reduced`` (always), each ``.h5ad``
+    of the data folder, and ``pbmc11k`` when its 10x matrices are there."""
+    names = ["pbmc68k_reduced"]
+    try:
+        table = list_datasets(data_dir)
+        names += [n for n in table.index if bool(table.loc[n].get("available", True))]
+    except Exception as err:
+        warnings.warn(f"No local datasets listed ({err}).", UserWarning, stacklevel=2)
+    if _pbmc11k_available(data_dir):
+        names.append("pbmc11k")
+    return list(dict.fromkeys(names))
+
+
+def _pbmc11k_available(data_dir) -> bool:
+    from scvi_capvi.data._datasets import _candidate_data_dirs
+    from scvi_capvi.data._pbmc11k import _find_mtx_folder
+
+    for folder in _candidate_data_dirs(data_dir):
+        runs = [folder / "10x" / run for run in ("pbmc4k", "pbmc8k")]
+        if (folder / "pbmc11k_metadata").is_dir() and all(
+            run.is_dir() and _find_mtx_folder(run) is not None for run in runs
+        ):
+            return True
+    return False
+
+
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None = None, max_cells: int | None = None, seed=0
+) -> AnnData:
+    """A benchmark dataset with raw counts in ``X``, ``obs['cell_type']`` and ``obs['batch']``;
+    at most ``max_cells`` cells (seeded uniform subsample)."""
+    if name == "pbmc68k_reduced":
+        adata = pbmc68k_reduced()
+    elif name == "pbmc11k":
+        adata = pbmc11k(data_dir=data_dir or data_dir_default(), download=False)
+    else:
+        adata = read_dataset(name, data_dir)
+    if max_cells is not None and adata.n_obs > max_cells:
+        keep = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
+        adata = adata[keep].copy()
+    for key in (LABELS_KEY, BATCH_KEY):
+        adata.obs[key] = adata.obs[key].astype(str).astype("category")
+    # genes with no count in the (sub)sample carry no information and break nothing but PCA
+    counts = np.asarray(adata.X.sum(axis=0)).ravel()
+    if (counts == 0).any():
+        adata = adata[:, counts > 0].copy()
+    adata.uns["benchmark_name"] = name
+    return adata
+
+
+# ---------------------------------------------------------------------------- splits
+@dataclass
+class Split:
+    """Seeded train / validation / test cells, by held-out batches or by cells."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    by: str
+    batches: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def fit(self) -> np.ndarray:
+        return np.sort(np.concatenate([self.train, self.validation]))
+
+    @property
+    def train_size(self) -> float:
+        """Fraction of the fitted cells used for training (the rest: validation)."""
+        return len(self.train) / len(self.fit)
+
+    def describe(self) -> str:
+        sizes = f"{len(self.train)}/{len(self.validation)}/{len(self.test)} cells"
+        if self.by == "batches":
+            parts = "; ".join(f"{k}: {', '.join(v)}" for k, v in self.batches.items())
+            return f"held-out batches ({parts}); {sizes}"
+        return f"random cells 50/25/25; {sizes}"
+
+
+def make_split(
+    adata: AnnData,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
+    min_batches: int = 4,
+) -> Split:
+    """Paper 000 §4: 50/25/25 of the *batches* when there are ``>= min_batches`` of them, else
+    50/25/25 of the cells. Seeded; index arrays are sorted."""
+    batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
+    names = np.unique(batch)
+    rng = np.random.default_rng(seed)
+    if len(names) >= min_batches:
+        order = rng.permutation(names)
+        n_train = max(1, int(round(fractions[0] * len(names))))
+        n_val = max(1, int(round(fractions[1] * len(names))))
+        n_train = min(n_train, len(names) - 2)
+        groups = {
+            "train": sorted(order[:n_train]),
+            "validation": sorted(order[n_train : n_train + n_val]),
+            "test": sorted(order[n_train + n_val :]),
+        }
+        idx = {k: np.flatnonzero(np.isin(batch, v)) for k, v in groups.items()}
+        return Split(
+            idx["train"],
+            idx["validation"],
+            idx["test"],
+            "batches",
+            {k: list(map(str, v)) for k, v in groups.items()},
+        )
+    perm = rng.permutation(adata.n_obs)
+    n_train = int(round(fractions[0] * adata.n_obs))
+    n_val = int(round(fractions[1] * adata.n_obs))
+    parts = np.split(perm, [n_train, n_train + n_val])
+    return Split(*(np.sort(p) for p in parts), by="cells")
+
+
+def add_model_batch(adata: AnnData, split: Split) -> None:
+    """``obs[MODEL_BATCH_KEY]``: the batch, with batches absent from training mapped to the
+    first training batch (see the module docstring)."""
+    batch = adata.obs[BATCH_KEY].astype(str).to_numpy().copy()
+    seen = np.unique(batch[split.fit])
+    unseen = ~np.isin(batch, seen)
+    batch[unseen] = seen[0]
+    adata.obs[MODEL_BATCH_KEY] = pd.Categorical(batch, categories=seen)
+
+
+# ---------------------------------------------------------------------------- methods
+@dataclass
+class MethodOutput:
+    """What a method gives the benchmark (arrays row-aligned with the dataset's cells)."""
+
+    latent: np.ndarray
+    seconds: float
+    epochs: int = 0
+    test_marginal_ll: float = float("nan")
+    test_reconstruction: float = float("nan")
+    test_predictions: np.ndarray | None = None
+    history: dict | None = None
+    probabilistic: bool = True
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its name, a one-line description and its ``fit`` function
+    ``fit(adata, split, config) -> MethodOutput``."""
+
+    name: str
+    description: str
+    fit: Callable[[AnnData, Split, BenchmarkConfig], MethodOutput]
+    needs_batches: bool = False
+    default: bool = True
+
+
+def _vae_epochs(config: BenchmarkConfig) -> int | None:
+    """Epoch cap of the single-stage models: CapVI's stages 2 + 3 together (as the quick
+    start gives scVI), so every VAE gets as many epochs of its generative model."""
+    return None if config.max_epochs is None else 2 * config.max_epochs
+
+
+def _trainer_kwargs(config: BenchmarkConfig) -> dict:
+    return {"enable_progress_bar": False}
+
+
+def _eval_copy(adata: AnnData, unlabel: bool = False) -> AnnData:
+    """All cells, for latent / likelihood queries; labels hidden for models that register them
+    (a held-out batch may bring a cell type the model never saw)."""
+    out = adata.copy()
+    if unlabel:
+        out.obs[LABELS_KEY] = pd.Categorical([UNLABELED] * out.n_obs)
+    return out
+
+
+def _reconstruction(model, adata: AnnData, idx: np.ndarray) -> float:
+    """Test reconstruction loss per cell (NB/ZINB NLL with z from q(z|x); paper 001/003)."""
+    if len(idx) == 0:
+        return float("nan")
+    try:
+        err = model.get_reconstruction_error(adata[idx].copy())
+    except Exception:
+        return float("nan")
+    value = err["reconstruction_loss"] if isinstance(err, dict) else err
+    return float(-value) if value < 0 else float(value)
+
+
+def _capvi_fit(variant: str) -> Callable:
+    def fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
+
+        model_kwargs = dict(config.capvi_kwargs) if variant == "capvi" else {}
+        train_kwargs: dict = {**_trainer_kwargs(config)}
+        if "classifier_lr" in model_kwargs:  # chosen by model selection; a plan parameter
+            train_kwargs["plan_kwargs"] = {"classifier_lr": model_kwargs.pop("classifier_lr")}
+        if config.max_epochs is not None:
+            train_kwargs.update(
+                dict.fromkeys(
+                    ("classifier_epochs", "frozen_epochs", "max_epochs"), config.max_epochs
+                )
+            )
+        labels_key: str | None = LABELS_KEY
+        if variant == "e2e":
+            train_kwargs["pretrain_classifier"] = False
+        if variant == "gmvae":
+            labels_key = None
+            model_kwargs = {"n_components": int(adata.obs[LABELS_KEY].nunique())}
+        fit_data = adata[split.fit].copy()
+        scvi.settings.seed = config.seed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            res = fit_capvi(
+                fit_data,
+                split.train_size,
+                labels_key=labels_key,
+                batch_key=MODEL_BATCH_KEY,
+                model_kwargs=model_kwargs,
+                train_kwargs=train_kwargs,
+            )
+        model = res.model
+        full = _eval_copy(adata)
+        model._validate_query_anndata(full)
+        latent = model.get_latent_representation(full)
+        test = full[split.test].copy()
+        model._validate_query_anndata(test)
+        out = MethodOutput(
+            latent=latent,
+            seconds=res.seconds,
+            epochs=sum(res.epochs.values()),
+            history=dict(model.history),
+            info={"stage_epochs": res.epochs, **model_kwargs},
+        )
+        if len(split.test):
+            out.test_marginal_ll = float(
+                model.get_marginal_ll(test, n_mc_samples=config.n_mc_samples, progress_bar=False)
+            )
+            out.test_reconstruction = _reconstruction(model, test, np.arange(test.n_obs))
+            if variant == "capvi":
+                out.test_predictions = np.asarray(model.predict(test))
+        return out
+
+    return fit
+
+
+def _scvi_family_fit(kind: str) -> Callable:
+    def fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
+        fit_data = adata[split.fit].copy()
+        epochs = config.max_epochs
+        scvi.settings.seed = config.seed
+        es = {
+            "early_stopping": True,
+            "early_stopping_monitor": "reconstruction_loss_validation",
+            "plan_kwargs": {"n_epochs_kl_warmup": None},
+        }
+        common = {
+            "train_size": split.train_size,
+            "validation_size": 1 - split.train_size,
+            **_trainer_kwargs(config),
+        }
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if kind == "linear":
+                scvi.model.LinearSCVI.setup_anndata(fit_data, batch_key=MODEL_BATCH_KEY)
+                model = scvi.model.LinearSCVI(fit_data, n_latent=PAPER_ARCHITECTURE["n_latent"])
+                model.train(max_epochs=epochs, **common, **es)
+            else:
+                scvi.model.SCVI.setup_anndata(
+                    fit_data, batch_key=MODEL_BATCH_KEY, labels_key=LABELS_KEY
+                )
+                model = scvi.model.SCVI(
+                    fit_data,
+                    **PAPER_ARCHITECTURE,
+                    dispersion="gene-batch",
+                    gene_likelihood="zinb",
+                    use_observed_lib_size=False,
+                )
+                model.train(max_epochs=epochs, **common, **es)
+                if kind == "scanvi":
+                    history = {f"scvi_{k}": v for k, v in model.history.items()}
+                    model = scvi.model.SCANVI.from_scvi_model(
+                        model, unlabeled_category=UNLABELED, labels_key=LABELS_KEY
+                    )
+                    n = 20 if epochs is None else max(1, min(config.max_epochs, 20))
+                    model.train(max_epochs=n, **common)
+        seconds = time.perf_counter() - start
+        history = dict(model.history)
+        full = _eval_copy(adata, unlabel=kind == "scanvi")
+        latent = model.get_latent_representation(full)
+        out = MethodOutput(
+            latent=latent,
+            seconds=seconds,
+            epochs=sum(_epochs_from_history(history).values()),
+            history=history,
+        )
+        if len(split.test):
+            test = full[split.test].copy()
+            try:
+                out.test_marginal_ll = _scvi_marginal_ll(model, test, config.n_mc_samples)
+            except Exception as err:
+                out.info["marginal_ll_error"] = f"{type(err).__name__}: {err}"[:200]
+            out.test_reconstruction = _reconstruction(model, test, np.arange(test.n_obs))
+            if kind == "scanvi":
+                out.test_predictions = np.asarray(model.predict(test))
+        return out
+
+    return fit
+
+
+def _vampvi_fit(spec: dict | None) -> Callable:
+    def fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
+        from scvi_capvi.model import NBAutoencoder, VampVI
+
+        fit_data = adata[split.fit].copy()
+        scvi.settings.seed = config.seed
+        kwargs = {"n_latent": PAPER_ARCHITECTURE["n_latent"], "n_hidden": 128, "n_layers": 1}
+        if spec is None:
+            NBAutoencoder.setup_anndata(fit_data, batch_key=MODEL_BATCH_KEY)
+            model = NBAutoencoder(fit_data, **kwargs)
+            monitor = "validation_loss"
+        else:
+            VampVI.setup_anndata(fit_data, batch_key=MODEL_BATCH_KEY)
+            model = VampVI(fit_data, n_pseudo_inputs=config.n_pseudo_inputs, **spec, **kwargs)
+            monitor = "reconstruction_loss_validation"
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model.train(
+                max_epochs=_vae_epochs(config) or 400,
+                train_size=split.train_size,
+                validation_size=1 - split.train_size,
+                early_stopping=True,
+                early_stopping_monitor=monitor,
+                check_val_every_n_epoch=1,
+                **_trainer_kwargs(config),
+            )
+        seconds = time.perf_counter() - start
+        full = _eval_copy(adata)
+        out = MethodOutput(
+            latent=model.get_latent_representation(full),
+            seconds=seconds,
+            epochs=sum(_epochs_from_history(dict(model.history)).values()),
+            history=dict(model.history),
+            probabilistic=spec is not None,
+        )
+        if len(split.test):
+            test = full[split.test].copy()
+            if spec is not None:
+                out.test_marginal_ll = float(
+                    model.get_marginal_ll(
+                        test, n_mc_samples=config.n_mc_samples, progress_bar=False
+                    )
+                )
+            out.test_reconstruction = _reconstruction(model, test, np.arange(test.n_obs))
+        return out
+
+    return fit
+
+
+def _log_normalised(adata: AnnData) -> AnnData:
+    import scanpy as sc
+
+    norm = AnnData(adata.X.astype(np.float32), obs=adata.obs[[LABELS_KEY, BATCH_KEY]].copy())
+    norm.var_names = adata.var_names
+    sc.pp.normalize_total(norm, target_sum=1e4)
+    sc.pp.log1p(norm)
+    return norm
+
+
+def _pca_fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
+    import scanpy as sc
+
+    start = time.perf_counter()
+    norm = _log_normalised(adata)
+    n = int(min(PAPER_ARCHITECTURE["n_latent"], norm.n_obs - 1, norm.n_vars - 1))
+    sc.pp.pca(norm, n_comps=n, random_state=config.seed)
+    return MethodOutput(
+        latent=norm.obsm["X_pca"], seconds=time.perf_counter() - start, probabilistic=False
+    )
+
+
+def _scanorama_fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
+    try:
+        import scanorama
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise MethodSkipped(
+            "scanorama is not installed (pip install 'scvi-capvi[benchmark]')"
+        ) from err
+    start = time.perf_counter()
+    norm = _log_normalised(adata)
+    batch = norm.obs[BATCH_KEY].astype(str).to_numpy()
+    names = list(dict.fromkeys(batch))
+    parts = [np.flatnonzero(batch == b) for b in names]
+    datasets = [norm.X[idx] for idx in parts]
+    genes = [list(norm.var_names)] * len(parts)
+    dim = int(min(PAPER_ARCHITECTURE["n_latent"], min(len(p) for p in parts) - 1))
+    integrated, _ = scanorama.integrate(datasets, genes, dimred=dim, verbose=0, seed=config.seed)
+    latent = np.zeros((adata.n_obs, dim), dtype=np.float32)
+    for idx, emb in zip(parts, integrated):
+        latent[idx] = emb
+    return MethodOutput(
+        latent=latent,
+        seconds=time.perf_counter() - start,
+        probabilistic=False,
+        info={"note": "transductive: integrates all cells, no split"},
+    )
+
+
+class MethodSkipped(RuntimeError):
+    """A method that cannot run on this dataset or in this environment (reported, not fatal)."""
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("CapVI", "CapVI, three stages (paper 000)", _capvi_fit("capvi")),
+        Method(
+            "CapVI-e2e", "CapVI fully end to end (pretrain_classifier=False)", _capvi_fit("e2e")
+        ),
+        # With K = C and the same seed this is the same model as CapVI-e2e (paper 000's
+        # "fully end-to-end capVI, as in scVAE"): it runs when named only.
+        Method(
+            "CapVI-GMVAE",
+            "CapVI without labels: GMVAE, K = number of cell types",
+            _capvi_fit("gmvae"),
+            default=False,
+        ),
+        Method(
+            "VampVI-VAE",
+            "VampVI, standard normal prior (paper 001 VAE)",
+            _vampvi_fit({"prior": "normal"}),
+        ),
+        Method("VampVI-VAMP", "VampVI, VampPrior (paper 001)", _vampvi_fit({"prior": "vamp"})),
+        Method(
+            "VampVI-VAMP+IAF",
+            "VampVI, VampPrior + IAF posterior",
+            _vampvi_fit({"prior": "vamp", "posterior": "iaf"}),
+        ),
+        Method(
+            "VampVI-linear",
+            "VampVI, VampPrior + linear decoder",
+            _vampvi_fit({"prior": "vamp", "decoder": "linear"}),
+        ),
+        Method("NBAutoencoder", "deterministic NB autoencoder (paper 001 AE)", _vampvi_fit(None)),
+        Method("SCVI", "scvi-tools SCVI, paper 000's recipe", _scvi_family_fit("scvi")),
+        Method(
+            "SCANVI",
+            "scvi-tools SCANVI from the SCVI fit (all training labels)",
+            _scvi_family_fit("scanvi"),
+        ),
+        Method(
+            "LinearSCVI", "scvi-tools LinearSCVI (LDVAE, paper 003)", _scvi_family_fit("linear")
+        ),
+        Method(
+            "Scanorama",
+            "Scanorama on log-normalised counts (needs >= 2 batches)",
+            _scanorama_fit,
+            needs_batches=True,
+        ),
+        Method("PCA", "PCA of log-normalised counts (scanpy)", _pca_fit),
+    )
+}
+
+QUICK_METHODS = ("CapVI", "SCVI", "VampVI-VAMP", "Scanorama", "PCA")
+
+
+def resolve_methods(names: list[str] | None) -> list[Method]:
+    """Registered methods by name (all of them for ``None``), with a clear error."""
+    if not names:
+        return [m for m in METHODS.values() if m.default]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; registered: {', '.join(METHODS)}.")
+    return [METHODS[n] for n in names]
+
+
+def data_dir_default() -> Path | None:
+    from scvi_capvi.data._datasets import _candidate_data_dirs
+
+    dirs = _candidate_data_dirs(None)
+    return dirs[0] if dirs else None

@@ -1,0 +1,321 @@
+"""Input checks shared by the models: small pure functions that fail early and name the culprit.
+
+Every check reads the count matrix in bounded chunks (the ``.data`` of an in-memory sparse
+matrix, row blocks of a dense one, the first rows of a backed one), so a 200k-cell AnnData is
+never densified. Messages name the argument, the ``adata`` location and the offending values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scvi import settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from anndata import AnnData
+
+# Values read at a time (about 16 MB of float32) and rows read from a backed matrix.
+_CHUNK_VALUES = 1 << 22
+MAX_BACKED_ROWS = 10_000
+# Labels that usually mean "not annotated"; one of them used as a cell type is likely a mistake.
+_UNLABELLED_SPELLINGS = {
+    "unknown", "unlabeled", "unlabelled", "unassigned", "unannotated", "na", "nan", "none", "",
+}  # fmt: skip
+
+
+def _warn(message: str):
+    warnings.warn(message, UserWarning, stacklevel=settings.warnings_stacklevel)
+
+
+def data_location(layer: str | None) -> str:
+    """``adata.X`` or ``adata.layers['name']``: where a count matrix lives, for messages."""
+    return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+
+
+def _preview(values: Sequence, n: int = 5) -> str:
+    values = [str(v) for v in values]
+    more = f" and {len(values) - n} more" if len(values) > n else ""
+    return ", ".join(repr(v) for v in values[:n]) + more
+
+
+# ---------------------------------------------------------------------- AnnData structure
+def check_not_empty(adata: AnnData):
+    """Raise if ``adata`` has no cell or no gene."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(
+            f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); the model "
+            "needs at least one cell and one gene."
+        )
+
+
+def check_layer(adata: AnnData, layer: str | None):
+    """Raise a ``KeyError`` naming ``layer`` (and close matches) if it is not a layer."""
+    if layer is None or layer in adata.layers:
+        return
+    names = list(adata.layers.keys())
+    close = difflib.get_close_matches(str(layer), names, n=1)
+    hint = f" Did you mean layer={close[0]!r}?" if close else ""
+    raise KeyError(
+        f"layer={layer!r} is not in adata.layers (layers: {names or 'none'}).{hint} Pass "
+        "the layer holding raw counts, or layer=None for adata.X."
+    )
+
+
+def check_obs_key(adata: AnnData, key: str | None, argument: str):
+    """Raise a ``KeyError`` naming ``argument`` if ``key`` is not a column of ``adata.obs``."""
+    if key is None or key in adata.obs:
+        return
+    columns = [str(c) for c in adata.obs.columns]
+    close = difflib.get_close_matches(str(key), columns, n=1)
+    hint = f" Did you mean {argument}={close[0]!r}?" if close else ""
+    raise KeyError(
+        f"{argument}={key!r} is not a column of adata.obs (columns: {_preview(columns, 10)})."
+        f"{hint}"
+    )
+
+
+def check_no_missing(adata: AnnData, key: str, what: str, fix: str):
+    """Raise if the ``adata.obs[key]`` column has missing values (NaN)."""
+    n_missing = int(adata.obs[key].isna().sum())
+    if n_missing:
+        raise ValueError(
+            f"adata.obs[{key!r}] has {n_missing} missing values (NaN); every cell needs a "
+            f"{what}. {fix}"
+        )
+
+
+# ---------------------------------------------------------------------- counts
+@dataclass
+class CountSummary:
+    """What :func:`check_counts` saw: rows checked and all-zero cells / genes among them."""
+
+    n_rows_checked: int
+    n_rows: int
+    n_zero_cells: int
+    n_zero_genes: int | None  # None when only part of the rows was read
+
+
+def _value_blocks(x, max_backed_rows: int) -> Iterator[tuple[np.ndarray, object]]:
+    """Blocks ``(values, block)`` of ``x``: the stored values, and the block (for row sums)."""
+    n_rows = x.shape[0]
+    if sparse.issparse(x):
+        data = x.data
+        for start in range(0, data.size, _CHUNK_VALUES):
+            yield data[start : start + _CHUNK_VALUES], None
+        return
+    rows = max(1, _CHUNK_VALUES // max(1, x.shape[1]))
+    stop_rows = n_rows if isinstance(x, np.ndarray) else min(n_rows, max_backed_rows)
+    for start in range(0, stop_rows, rows):
+        block = x[start : min(start + rows, stop_rows)]
+        if isinstance(block, pd.DataFrame):
+            block = block.to_numpy()
+        values = block.data if sparse.issparse(block) else np.asarray(block)
+        yield values, block
+
+
+def check_counts(
+    x,
+    where: str,
+    *,
+    max_backed_rows: int = MAX_BACKED_ROWS,
+    warn_zero_cells: bool = True,
+    warn_zero_genes: bool = True,
+) -> CountSummary:
+    """Raise unless ``x`` holds raw counts; warn about all-zero cells and genes.
+
+    ``x`` may be a dense array, a CSR / CSC matrix, or a backed (h5py / anndata sparse)
+    dataset; only the first ``max_backed_rows`` rows of a backed matrix are read.
+
+    Raises
+    ------
+    ValueError
+        NaN / inf, negative or non-integer values (log-normalised or scaled data).
+    """
+    n_rows, n_cols = x.shape
+    row_sums, col_sums, n_checked = [], np.zeros(n_cols), 0
+    for values, block in _value_blocks(x, max_backed_rows):
+        values = np.asarray(values)
+        finite = np.isfinite(values)
+        if not finite.all():
+            n_bad = int((~finite).sum())
+            raise ValueError(
+                f"{where} contains {n_bad} NaN or infinite values; the model needs finite raw "
+                "counts. Check how the matrix was built (e.g. a merge or a division by zero)."
+            )
+        if values.size and values.min() < 0:
+            raise ValueError(
+                f"{where} has negative values (min {values.min():g}), so it does not hold raw "
+                "counts (scaled or log-normalised data?). Pass the raw UMI counts, e.g. "
+                "setup_anndata(adata, layer='counts')."
+            )
+        fractional = values != np.floor(values)
+        if fractional.any():
+            example = values[fractional][0]
+            raise ValueError(
+                f"{where} has non-integer values (e.g. {example:g}), so it does not hold raw "
+                "counts (normalised or log-transformed data?). Pass the raw UMI counts, e.g. "
+                "setup_anndata(adata, layer='counts'); round ambient-corrected counts first "
+                "(np.rint)."
+            )
+        if block is not None:
+            row_sums.append(np.asarray(block.sum(axis=1)).ravel())
+            col_sums += np.asarray(block.sum(axis=0)).ravel()
+            n_checked += block.shape[0]
+    if sparse.issparse(x):
+        row_sums = [np.asarray(x.sum(axis=1)).ravel()]
+        col_sums = np.asarray(x.sum(axis=0)).ravel()
+        n_checked = n_rows
+    row_sums = np.concatenate(row_sums) if row_sums else np.zeros(0)
+    whole = n_checked == n_rows
+    summary = CountSummary(
+        n_rows_checked=n_checked,
+        n_rows=n_rows,
+        n_zero_cells=int((row_sums == 0).sum()),
+        n_zero_genes=int((col_sums == 0).sum()) if whole else None,
+    )
+    if warn_zero_cells and summary.n_zero_cells:
+        of = f"{n_rows}" if whole else f"the first {n_checked} (backed matrix)"
+        _warn(
+            f"{summary.n_zero_cells} of {of} cells have no counts in {where}; they carry no "
+            "information. Filter them first: scanpy.pp.filter_cells(adata, min_counts=1)."
+        )
+    if warn_zero_genes and summary.n_zero_genes:
+        _warn(
+            f"{summary.n_zero_genes} of {n_cols} genes have no counts in {where}; consider "
+            "scanpy.pp.filter_genes(adata, min_counts=1) before setup_anndata."
+        )
+    return summary
+
+
+# ---------------------------------------------------------------------- labels and batches
+def check_unlabeled_category(
+    labels: pd.Series, key: str, unlabeled_category, default="Unknown"
+) -> None:
+    """Catch a mistyped ``unlabeled_category`` and unannotated cells learned as a cell type.
+
+    A dataset where every cell is annotated is legitimate, so a missing ``unlabeled_category``
+    is an error only when a value differing just in case or spaces is present (a typo), and a
+    warning when it was set explicitly or a value spelled like "unassigned" would be learned
+    as a cell type.
+    """
+    present = pd.unique(labels.dropna())
+    if unlabeled_category in set(present):
+        return
+    norm = str(unlabeled_category).strip().casefold()
+    close = [v for v in present if str(v).strip().casefold() == norm]
+    if close:
+        raise ValueError(
+            f"unlabeled_category={unlabeled_category!r} does not occur in adata.obs[{key!r}], "
+            f"but {close[0]!r} does: if those cells are unannotated, pass "
+            f"unlabeled_category={close[0]!r} (otherwise rename that label)."
+        )
+    lookalikes = [v for v in present if str(v).strip().casefold() in _UNLABELLED_SPELLINGS]
+    if lookalikes:
+        n = int(labels.isin(lookalikes).sum())
+        _warn(
+            f"unlabeled_category={unlabeled_category!r} does not occur in adata.obs[{key!r}], "
+            f"so the {n} cells labelled {_preview(lookalikes)} are learned as a cell type. If "
+            f"they are unannotated, pass unlabeled_category={lookalikes[0]!r}."
+        )
+    elif unlabeled_category != default:
+        _warn(
+            f"unlabeled_category={unlabeled_category!r} does not occur in adata.obs[{key!r}]: "
+            "every cell counts as annotated."
+        )
+
+
+def check_cell_types(types: Sequence, counts: Sequence[int], key: str, unlabeled_category):
+    """Raise unless at least two cell types are annotated and every type has a cell.
+
+    ``types`` are the annotated categories (without ``unlabeled_category``) in the order of
+    the prior modes, ``counts`` their numbers of cells.
+    """
+    types, counts = list(types), np.asarray(counts, dtype=int)
+    empty = [t for t, n in zip(types, counts, strict=True) if n == 0]
+    if empty:
+        raise ValueError(
+            f"Cell type(s) {_preview(empty)} of adata.obs[{key!r}] have no annotated cell (unused "
+            "categories of a Categorical?); each would get a prior mode with nothing to learn "
+            f"from. Drop them: adata.obs[{key!r}] = "
+            f"adata.obs[{key!r}].cat.remove_unused_categories()."
+        )
+    if len(types) == 0:
+        raise ValueError(
+            f"No cell of adata.obs[{key!r}] is annotated (all are {unlabeled_category!r}); "
+            "CapVI needs at least two annotated cell types. Without annotations use "
+            "setup_anndata(labels_key=None) and CapVI(adata, n_components=...)."
+        )
+    if len(types) == 1:
+        raise ValueError(
+            f"adata.obs[{key!r}] has a single annotated cell type ({types[0]!r}); CapVI needs "
+            "at least two (one prior mode per type, and a classifier between them)."
+        )
+
+
+def label_counts(labels: pd.Series, unlabeled_category) -> tuple[list, np.ndarray]:
+    """Annotated categories (unused ones of a Categorical included) and their cell counts."""
+    counts = labels.value_counts(sort=False, dropna=True)
+    types = [t for t in counts.index if t != unlabeled_category]
+    return types, counts.loc[types].to_numpy() if types else np.zeros(0, dtype=int)
+
+
+def check_batches(batches: pd.Series, key: str):
+    """Warn about batches with a single cell (their batch parameters come from one cell)."""
+    counts = batches.value_counts(dropna=True)
+    lonely = [b for b, n in counts.items() if n == 1]
+    if lonely:
+        _warn(
+            f"Batch(es) {_preview(lonely)} of adata.obs[{key!r}] have a single cell: their "
+            "batch-specific parameters (library-size prior, dispersion) are learned from that "
+            "cell alone. Merge them into another batch or remove them."
+        )
+
+
+def check_known_categories(values, known: Sequence, key: str, what: str, fix: str):
+    """Raise if ``values`` has categories that are not in ``known`` (e.g. unseen batches)."""
+    unseen = sorted(set(pd.unique(pd.Series(values).dropna())) - set(known), key=str)
+    if unseen:
+        raise ValueError(
+            f"adata.obs[{key!r}] has {what} the model was not trained on: {_preview(unseen)}. "
+            f"{fix}"
+        )
+
+
+# ---------------------------------------------------------------------- genes
+def check_var_names(var_names: Sequence, reference: Sequence, fix: str):
+    """Raise unless ``var_names`` are exactly the model's genes in the model's order."""
+    var_names = pd.Index(np.asarray(var_names).astype(str))
+    reference = pd.Index(np.asarray(reference).astype(str))
+    if var_names.equals(reference):
+        return
+    if var_names.has_duplicates:
+        dup = var_names[var_names.duplicated()].unique()
+        raise ValueError(
+            f"adata.var_names has duplicated genes ({_preview(dup)}); make them unique "
+            "(adata.var_names_make_unique()) and match the model's genes."
+        )
+    missing = reference.difference(var_names, sort=False)
+    extra = var_names.difference(reference, sort=False)
+    if len(missing) == 0 and len(extra) == 0:
+        raise ValueError(
+            f"adata has the model's {len(reference)} genes but in a different order; the "
+            f"model reads genes by position, so reorder them first. {fix}"
+        )
+    parts = []
+    if len(missing):
+        parts.append(
+            f"{len(missing)} of the model's {len(reference)} genes are missing from "
+            f"adata.var_names ({_preview(missing)})"
+        )
+    if len(extra):
+        parts.append(f"adata has {len(extra)} genes the model was not trained on "
+                     f"({_preview(extra)})")  # fmt: skip
+    raise ValueError(f"{'; '.join(parts)}. {fix}")

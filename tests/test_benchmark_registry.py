@@ -1,0 +1,90 @@
+"""Benchmark registries: splits, datasets, methods, model selection (local grid)."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from scvi_capvi.benchmark import METHODS, BenchmarkConfig, load_dataset, make_split
+from scvi_capvi.benchmark._registry import MODEL_BATCH_KEY, add_model_batch, resolve_methods
+from scvi_capvi.benchmark._selection import (
+    CAPVI_METRIC,
+    CLASSIFIER_METRIC,
+    select_capvi,
+)
+
+
+def toy_adata(n_cells=240, n_genes=30, n_batches=4, seed=0):
+    """Integer counts of 3 cell types (one marker gene each) over ``n_batches`` batches."""
+    rng = np.random.default_rng(seed)
+    types = rng.integers(0, 3, n_cells)
+    programmes = rng.gamma(1.0, 1.0, (3, n_genes)) + 0.05
+    programmes[np.arange(3), np.arange(3)] += 20
+    x = rng.poisson(programmes[types] * rng.uniform(0.5, 2, (n_cells, 1)) * 3)
+    adata = ad.AnnData(sp.csr_matrix(x.astype(np.float32)))
+    adata.obs_names = [f"c{i}" for i in range(n_cells)]
+    adata.var_names = [f"g{j}" for j in range(n_genes)]
+    adata.obs["cell_type"] = pd.Categorical(np.array(["T0", "T1", "T2"])[types])
+    adata.obs["batch"] = pd.Categorical([f"b{i % n_batches}" for i in range(n_cells)])
+    return adata
+
+
+def test_split_by_held_out_batches():
+    adata = toy_adata(n_batches=4)
+    split = make_split(adata, seed=1)
+    assert split.by == "batches"
+    assert [len(split.batches[k]) for k in ("train", "validation", "test")] == [2, 1, 1]
+    batch = adata.obs["batch"].astype(str).to_numpy()
+    # no batch crosses parts; every cell lands in exactly one part
+    for part, names in split.batches.items():
+        idx = getattr(split, part)
+        assert set(batch[idx]) == set(names)
+    assert np.array_equal(np.sort(np.concatenate([split.train, split.validation, split.test])),
+                          np.arange(adata.n_obs))  # fmt: skip
+    assert make_split(adata, seed=1).batches == split.batches  # seeded
+    add_model_batch(adata, split)
+    model_batch = adata.obs[MODEL_BATCH_KEY].astype(str).to_numpy()
+    assert set(model_batch) == set(split.batches["train"] + split.batches["validation"])
+    assert np.array_equal(model_batch[split.fit], batch[split.fit])
+
+
+def test_split_by_cells_with_few_batches():
+    adata = toy_adata(n_batches=2)
+    split = make_split(adata, seed=0)
+    assert split.by == "cells"
+    assert (len(split.train), len(split.validation), len(split.test)) == (120, 60, 60)
+    assert split.train_size == pytest.approx(120 / 180)
+
+
+def test_registries():
+    assert {"CapVI", "CapVI-e2e", "CapVI-GMVAE", "VampVI-VAMP", "NBAutoencoder", "SCVI",
+            "SCANVI", "LinearSCVI", "Scanorama", "PCA"} <= set(METHODS)  # fmt: skip
+    defaults = [m.name for m in resolve_methods(None)]
+    assert "CapVI-GMVAE" not in defaults and "CapVI-e2e" in defaults  # the two coincide
+    with pytest.raises(ValueError, match="Unknown method"):
+        resolve_methods(["nope"])
+    adata = load_dataset("pbmc68k_reduced", max_cells=100, seed=0)
+    assert adata.n_obs == 100 and np.asarray(adata.X.sum(0)).min() > 0
+    quick = BenchmarkConfig.quick(max_epochs=3)
+    assert quick.max_epochs == 3 and quick.scib_fast
+
+
+def test_local_model_selection_picks_best_scores():
+    adata = toy_adata(n_batches=2)
+    split = make_split(adata)
+    add_model_batch(adata, split)
+    config = BenchmarkConfig.quick(
+        max_epochs=2, n_mc_samples=5,
+        classifier_grid={"classifier_n_hidden": [16, 32]},
+        capvi_grid={"prior_scale": [1.0, 0.125]},
+    )  # fmt: skip
+    chosen, table = select_capvi(adata, split, config, backend="local", log=lambda *_: None)
+    assert set(chosen) == {"classifier_n_hidden", "prior_scale"}
+    classifier = table[table["grid"] == "classifier"]
+    capvi = table[table["grid"] == "capvi"]
+    assert len(classifier) == 2 and len(capvi) == 2
+    best_ce = classifier.loc[classifier[CLASSIFIER_METRIC].idxmin(), "classifier_n_hidden"]
+    assert chosen["classifier_n_hidden"] == best_ce
+    assert chosen["prior_scale"] == capvi.loc[capvi[CAPVI_METRIC].idxmax(), "prior_scale"]
+    assert np.isfinite(capvi[CAPVI_METRIC]).all() and (capvi[CAPVI_METRIC] < 0).all()

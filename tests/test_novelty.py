@@ -1,0 +1,173 @@
+"""Unknown cell types and calibration: novelty scores, unknown calls, temperature scaling."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+from sklearn.metrics import roc_auc_score
+from test_capvi_model import QUIET, SMALL, synthetic_adata
+
+from scvi_capvi.benchmark import leave_one_type_out
+from scvi_capvi.metrics import expected_calibration_error
+from scvi_capvi.model import CapVI
+
+
+def _toy_with_hidden_type(seed=0):
+    """Four well-separated types; T3 is never annotated (its cells stay, unlabelled)."""
+    adata = synthetic_adata(n_cells=400, n_genes=40, n_types=4, seed=seed)
+    hidden = (adata.obs["true_type"] == "T3").to_numpy()
+    adata.obs["cell_type"] = np.where(hidden, "Unknown", adata.obs["true_type"])
+    return adata, hidden
+
+
+@pytest.fixture(scope="module")
+def hidden_model():
+    scvi.settings.seed = 0
+    adata, hidden = _toy_with_hidden_type()
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, semi_supervised=True, **SMALL)
+    model.train(max_epochs=40, classifier_epochs=40, frozen_epochs=40, train_size=0.8, **QUIET)
+    return model, adata, hidden
+
+
+@pytest.mark.parametrize("method", ["latent", "entropy", "combined"])
+def test_novelty_score_ranks_never_labelled_cluster_first(hidden_model, method):
+    model, adata, hidden = hidden_model
+    assert model.cell_types.tolist() == ["T0", "T1", "T2"]
+    score = model.get_novelty_score(method=method)
+    assert score.shape == (adata.n_obs,) and np.isfinite(score).all()
+    assert roc_auc_score(hidden, score) > 0.9
+
+
+def test_every_novelty_method_gives_one_finite_float_per_cell(hidden_model):
+    model, adata, _ = hidden_model
+    idx = np.arange(0, adata.n_obs, 7)
+    for method in ("prior", "latent", "entropy", "max_prob", "combined"):
+        score = model.get_novelty_score(indices=idx, method=method)
+        assert score.shape == (len(idx),) and np.isfinite(score).all()
+    combined = model.get_novelty_score(method="combined")
+    assert combined.min() >= 0 and combined.max() <= 1
+    with pytest.raises(ValueError, match="`method`"):
+        model.get_novelty_score(method="distance")
+
+
+def test_prior_score_is_minus_log_mixture_density_at_posterior_mean(hidden_model):
+    model, adata, _ = hidden_model
+    idx = np.arange(10)
+    z = torch.as_tensor(model.get_latent_representation(indices=idx))
+    module = model.module
+    scale = module.prior_log_scale.exp()
+    comp = torch.distributions.Normal(module.prior_means, scale).log_prob(z[:, None]).sum(-1)
+    expected = -torch.logsumexp(comp + torch.log_softmax(module.prior_logits, -1), -1)
+    np.testing.assert_allclose(
+        model.get_novelty_score(indices=idx, method="prior"), expected.detach().numpy(), rtol=1e-4
+    )
+
+
+def test_predict_calls_unknown_exactly_above_the_threshold(hidden_model):
+    model, adata, _ = hidden_model
+    threshold = model.get_novelty_threshold(false_unknown_rate=0.1, method="latent")
+    score = model.get_novelty_score(method="latent")
+    plain = model.predict()
+    pred = model.predict(unknown_threshold=threshold, novelty_method="latent", unknown_label="?")
+    above = score > threshold
+    assert 0 < above.sum() < adata.n_obs
+    assert (pred[above] == "?").all()
+    np.testing.assert_array_equal(pred[~above], plain[~above])
+    # the threshold calls ~10 % of the known validation cells unknown
+    val = model.validation_indices[model._is_labelled(model.validation_indices)]
+    assert abs(np.mean(score[val] > threshold) - 0.1) < 0.05
+    with pytest.raises(ValueError, match="unknown_threshold"):
+        model.predict(soft=True, unknown_threshold=threshold)
+    with pytest.raises(ValueError, match="unknown_label"):
+        model.predict(unknown_threshold=threshold, unknown_label="T0")
+    with pytest.raises(ValueError, match="false_unknown_rate"):
+        model.get_novelty_threshold(false_unknown_rate=1.5)
+
+
+def test_temperature_scaling_fixes_an_over_confident_classifier(tmp_path):
+    scvi.settings.seed = 1
+    adata = synthetic_adata(n_cells=300, n_genes=30, n_types=3, seed=1)
+    rng = np.random.default_rng(1)
+    noisy = adata.obs["true_type"].to_numpy().copy()
+    flip = rng.random(adata.n_obs) < 0.25  # a quarter of the annotations are wrong
+    noisy[flip] = rng.choice(["T0", "T1", "T2"], flip.sum())
+    adata.obs["cell_type"] = noisy
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, **SMALL)
+    model.train(max_epochs=0, frozen_epochs=1, classifier_epochs=20, train_size=0.7, **QUIET)
+    # make q(c|x) over-confident: sharpen its logits 30-fold
+    with torch.no_grad():
+        last = [m for m in model.module.classifier.modules() if isinstance(m, torch.nn.Linear)]
+        last[-1].weight.mul_(30)
+        last[-1].bias.mul_(30)
+    val = model.validation_indices
+    y_val = adata.obs["cell_type"].to_numpy()[val]
+    model.module.classifier_temperature.fill_(1.0)
+    before = expected_calibration_error(model.predict(indices=val, soft=True), y_val)
+    hard_before = model.predict()
+    temperature = model.calibrate()
+    after = expected_calibration_error(model.predict(indices=val, soft=True), y_val)
+    assert temperature > 2 and model.classifier_temperature == pytest.approx(temperature)
+    assert after < before - 0.05
+    np.testing.assert_array_equal(model.predict(), hard_before)  # argmax unchanged
+
+    model.save(tmp_path / "calibrated", save_anndata=False)
+    loaded = CapVI.load(tmp_path / "calibrated", adata=adata)
+    assert loaded.classifier_temperature == pytest.approx(temperature)
+    pd.testing.assert_frame_equal(loaded.predict(soft=True), model.predict(soft=True))
+
+
+def test_gmvae_supports_the_prior_and_latent_scores_only():
+    scvi.settings.seed = 0
+    adata = synthetic_adata(n_cells=120, n_genes=20)
+    CapVI.setup_anndata(adata, batch_key="batch", layer="counts")
+    model = CapVI(adata, n_components=3, **SMALL)
+    model.train(max_epochs=2, **QUIET)
+    assert np.isfinite(model.get_novelty_score(method="prior")).all()
+    assert np.isfinite(model.get_novelty_score(method="latent")).all()
+    with pytest.raises(ValueError, match="GMVAE"):
+        model.get_novelty_score(method="entropy")
+
+
+def test_expected_calibration_error_known_answers():
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    # bins: {0.9: 1 of 2 right}, {0.6: right}, {0.8: right}
+    expected = (2 * abs(0.5 - 0.9) + abs(1 - 0.6) + abs(1 - 0.8)) / 4
+    assert expected_calibration_error(probs, [0, 1, 0, 1]) == pytest.approx(expected, abs=1e-6)
+    frame = pd.DataFrame(probs, columns=["a", "b"])
+    # a label the classifier does not know is always wrong
+    assert expected_calibration_error(frame, ["a", "b", "a", "c"]) == pytest.approx(0.5, abs=1e-6)
+    # confident and always right: perfectly calibrated
+    assert expected_calibration_error(np.eye(3), [0, 1, 2]) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        expected_calibration_error(probs * 2, [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("mode", ["unlabelled", "removed"])
+def test_leave_one_type_out_scores_each_hidden_type(mode):
+    scvi.settings.seed = 0
+    adata = synthetic_adata(n_cells=240, n_genes=30, n_types=3, seed=2)
+    adata.X = adata.layers["counts"]
+    adata.obs["cell_type"] = adata.obs["true_type"]
+    frame = leave_one_type_out(
+        adata,
+        hidden_types=["T1"],
+        mode=mode,
+        capvi_kwargs=SMALL,
+        capvi_train_kwargs={"max_epochs": 2, "frozen_epochs": 2, "classifier_epochs": 2},
+        scvi_max_epochs=2,
+        scanvi_train_kwargs={"max_epochs": 1},
+        progress_bar=False,
+    )
+    assert frame.index.tolist() == ["T1"]
+    row = frame.loc["T1"]
+    assert row["n_test_hidden"] + row["n_test_known"] == 60
+    for col in ("auroc_prior", "auroc_latent", "auroc_combined", "auroc_scanvi_max_prob"):
+        assert 0 <= row[col] <= 1
+    for col in ("known_accuracy", "known_accuracy_with_unknown", "ece_before", "ece_after"):
+        assert 0 <= row[col] <= 1
+    assert row["known_accuracy_with_unknown"] <= row["known_accuracy"]
+    with pytest.raises(ValueError, match="hidden_types"):
+        leave_one_type_out(adata, hidden_types=["T9"])

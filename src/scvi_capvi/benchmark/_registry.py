@@ -320,7 +320,7 @@ def _capvi_fit(variant: str) -> Callable:
 def _scvi_family_fit(kind: str) -> Callable:
     def fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
         fit_data = adata[split.fit].copy()
-        epochs = config.max_epochs
+        epochs = _vae_epochs(config)
         scvi.settings.seed = config.seed
         es = {
             "early_stopping": True,
@@ -332,6 +332,7 @@ def _scvi_family_fit(kind: str) -> Callable:
             "validation_size": 1 - split.train_size,
             **_trainer_kwargs(config),
         }
+        history: dict = {}
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -352,6 +353,7 @@ def _scvi_family_fit(kind: str) -> Callable:
                 )
                 model.train(max_epochs=epochs, **common, **es)
                 if kind == "scanvi":
+                    # SCANVI's curves and epochs include its SCVI pre-training
                     history = {f"scvi_{k}": v for k, v in model.history.items()}
                     model = scvi.model.SCANVI.from_scvi_model(
                         model, unlabeled_category=UNLABELED, labels_key=LABELS_KEY
@@ -359,7 +361,7 @@ def _scvi_family_fit(kind: str) -> Callable:
                     n = 20 if epochs is None else max(1, min(config.max_epochs, 20))
                     model.train(max_epochs=n, **common)
         seconds = time.perf_counter() - start
-        history = dict(model.history)
+        history = {**history, **model.history}
         full = _eval_copy(adata, unlabel=kind == "scanvi")
         latent = model.get_latent_representation(full)
         out = MethodOutput(

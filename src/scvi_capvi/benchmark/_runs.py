@@ -56,7 +56,7 @@ def _epochs_from_history(history: dict, key_suffix: str = "train_loss") -> dict[
     out = {}
     for key, frame in history.items():
         if key.endswith(key_suffix) or key.endswith(f"{key_suffix}_epoch"):
-            stage = key.split("_")[0] if key.startswith("stage") else "train"
+            stage = key.split("_")[0] if key.startswith(("stage", "scvi_")) else "train"
             out[stage] = max(out.get(stage, 0), len(frame))
     return out
 

@@ -18,6 +18,7 @@ _STAGE_NAMES = {
     "stage1": "stage 1 (classifier)",
     "stage2": "stage 2 (frozen)",
     "stage3": "stage 3 (end to end)",
+    "scvi": "SCVI pre-training",
 }
 
 
@@ -163,7 +164,7 @@ def confusion_heatmap(
 
 
 def _stage_of(key: str) -> tuple[str, str]:
-    match = re.match(r"(stage\d+)_(.*)", key)
+    match = re.match(r"(stage\d+|scvi)_(.*)", key)
     return (match.group(1), match.group(2)) if match else ("training", key)
 
 

@@ -88,3 +88,19 @@ def test_local_model_selection_picks_best_scores():
     assert chosen["classifier_n_hidden"] == best_ce
     assert chosen["prior_scale"] == capvi.loc[capvi[CAPVI_METRIC].idxmax(), "prior_scale"]
     assert np.isfinite(capvi[CAPVI_METRIC]).all() and (capvi[CAPVI_METRIC] < 0).all()
+
+
+def test_scvi_family_gets_the_single_stage_epoch_budget():
+    """With an epoch cap E, SCVI (like every single-stage VAE) trains 2E epochs; SCANVI's
+    epochs and history include its SCVI pre-training."""
+    adata = toy_adata(n_cells=120, n_batches=2)
+    split = make_split(adata)
+    add_model_batch(adata, split)
+    config = BenchmarkConfig.quick(max_epochs=2, n_mc_samples=5)
+    scvi_out = METHODS["SCVI"].fit(adata, split, config)
+    assert scvi_out.epochs == 4
+    assert scvi_out.latent.shape == (adata.n_obs, 20)
+    scanvi_out = METHODS["SCANVI"].fit(adata, split, config)
+    assert scanvi_out.epochs == 4 + 2
+    assert any(k.startswith("scvi_") for k in scanvi_out.history)
+    assert len(scanvi_out.test_predictions) == len(split.test)

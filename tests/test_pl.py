@@ -69,5 +69,10 @@ def test_training_curves_one_panel_per_stage():
     assert len(fig.axes[0].get_lines()) == 2 and len(fig.axes[1].get_lines()) == 1
     single = training_curves({"train_loss_epoch": frame(5, "train_loss_epoch")})
     assert [ax.get_title() for ax in single.axes] == ["training"]
+    scanvi = training_curves({  # SCANVI after its SCVI pre-training (the benchmark's keys)
+        "scvi_train_loss_epoch": frame(5, "train_loss_epoch"),
+        "train_loss_epoch": frame(2, "train_loss_epoch"),
+    })  # fmt: skip
+    assert [ax.get_title() for ax in scanvi.axes] == ["SCVI pre-training", "training"]
     with pytest.raises(ValueError, match="no train_loss"):
         training_curves({"elbo_train": frame(2, "elbo_train")})

@@ -325,6 +325,8 @@ def run_benchmark(
     scvi.settings.verbosity = logging.WARNING
     for logger in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(logger).setLevel(logging.ERROR)
+    # Lightning 2.6 warns once per trainer about torch's pytree API: noise between the bars
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()  # before any library changes the thread settings

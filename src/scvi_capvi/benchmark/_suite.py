@@ -438,7 +438,10 @@ def _claims(results: pd.DataFrame, infos: list[dict]) -> list[str]:
         ]
         lines.append(
             f"| {ds} | "
-            + " | ".join(" / ".join(_fmt(v) for v in vals[c]) for c in vals)
+            + " | ".join(
+                " / ".join(_fmt(v, 3 if c == "cell_type_asw" else 0) for v in vals[c])
+                for c in vals
+            )
             + f" | {sum(holds)} of 3 |"
         )
 

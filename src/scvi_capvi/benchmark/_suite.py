@@ -431,9 +431,10 @@ def _claims(results: pd.DataFrame, infos: list[dict]) -> list[str]:
         }
         if not all(np.isfinite(vals["active_units"])):
             continue
+        # strict: a tie (e.g. every unit active in both) does not reproduce "more" / "fewer"
         holds = [
-            vals["active_units"][1] >= vals["active_units"][0],
-            vals["pcs_95"][1] <= vals["pcs_95"][0],
+            vals["active_units"][1] > vals["active_units"][0],
+            vals["pcs_95"][1] < vals["pcs_95"][0],
             vals["cell_type_asw"][1] > vals["cell_type_asw"][0],
         ]
         lines.append(

@@ -104,3 +104,21 @@ def test_scvi_family_gets_the_single_stage_epoch_budget():
     assert scanvi_out.epochs == 4 + 2
     assert any(k.startswith("scvi_") for k in scanvi_out.history)
     assert len(scanvi_out.test_predictions) == len(split.test)
+
+
+def test_report_claims_verdicts():
+    """The report's claim checks: CapVI vs SCVI likelihood and cLISI; VAMP vs VAE strictly."""
+    from scvi_capvi.benchmark._suite import _claims
+
+    rows = [
+        ("CapVI", {"test_marginal_ll": -700.0, "median_clisi": 1.1}),
+        ("SCVI", {"test_marginal_ll": -710.0, "median_clisi": 1.3}),
+        ("Scanorama", {"median_clisi": 1.05}),
+        ("VampVI-VAE", {"active_units": 20, "pcs_95": 16, "cell_type_asw": 0.1}),
+        ("VampVI-VAMP", {"active_units": 20, "pcs_95": 8, "cell_type_asw": 0.3}),
+    ]
+    results = pd.DataFrame([{"dataset": "d", "method": m, **v} for m, v in rows])
+    text = "\n".join(_claims(results, [{"dataset": "d"}]))
+    assert "| d | -700.00 | -710.00 | 10.00 |" in text
+    assert "LL yes, cLISI no" in text  # Scanorama's cLISI is lower
+    assert "| d | 20 / 20 | 16 / 8 | 0.100 / 0.300 | 2 of 3 |" in text  # a tie is not "more"

@@ -122,3 +122,16 @@ def test_report_claims_verdicts():
     assert "| d | -700.00 | -710.00 | 10.00 |" in text
     assert "LL yes, cLISI no" in text  # Scanorama's cLISI is lower
     assert "| d | 20 / 20 | 16 / 8 | 0.100 / 0.300 | 2 of 3 |" in text  # a tie is not "more"
+
+
+def test_nonfinite_validation_marks_a_run_as_failed():
+    from scvi_capvi.benchmark._suite import nonfinite_validation
+
+    ok = {"reconstruction_loss_validation": pd.DataFrame({"v": [3.0, 2.0]})}
+    assert nonfinite_validation(ok) is None
+    assert nonfinite_validation(None) is None
+    bad = {
+        "stage1_classifier_cross_entropy_validation": pd.DataFrame({"v": [1.0]}),
+        "stage2_reconstruction_loss_validation": pd.DataFrame({"v": [5.0, np.nan]}),
+    }
+    assert nonfinite_validation(bad) == "stage2_reconstruction_loss_validation = nan at epoch 2"

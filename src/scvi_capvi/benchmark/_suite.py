@@ -77,6 +77,19 @@ MAIN_COLUMNS = [
 ]
 
 
+def nonfinite_validation(history: dict | None) -> str | None:
+    """The first history key whose validation reconstruction loss is not finite, with its
+    epoch, or ``None``. Early stopping ends such a run after an epoch or two, so its model is
+    untrained: the benchmark reports it as failed instead of scoring it."""
+    for key, frame in (history or {}).items():
+        if key.endswith("reconstruction_loss_validation"):
+            values = np.asarray(frame, dtype=float).ravel()
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                return f"{key} = {values[bad[0]]} at epoch {bad[0] + 1}"
+    return None
+
+
 def _latent_metrics(latent: np.ndarray, labels: np.ndarray, batch: np.ndarray) -> tuple:
     """Scalar metrics of a latent space of all cells and the per-cell LISI values."""
     n_neighbors = int(min(90, len(latent) - 1))
@@ -191,6 +204,11 @@ def run_dataset(
         except Exception as err:
             info["skipped"][method.name] = f"failed: {type(err).__name__}: {err}"[:300]
             log(f"[{name}] {method.name} FAILED:\n{traceback.format_exc()}")
+            continue
+        bad = nonfinite_validation(output.history)
+        if bad:
+            info["skipped"][method.name] = f"failed: non-finite validation loss ({bad})"
+            log(f"[{name}] {method.name} FAILED: non-finite validation loss ({bad})")
             continue
         row, per_cell = _latent_metrics(output.latent, labels, batch)
         row["test_marginal_ll"] = output.test_marginal_ll

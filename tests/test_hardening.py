@@ -430,6 +430,28 @@ def test_nan_loss_stops_capvi_and_vampvi():
         vamp.train(max_epochs=1, **QUIET)
 
 
+def test_nan_validation_loss_stops_training_with_a_hint():
+    """A validation loss that turns NaN (training finite) raises instead of letting early
+    stopping end training silently after one epoch."""
+    from scvi.module.base import LossOutput
+
+    from scvi_capvi.train import CapVITrainingPlan
+
+    adata = make_adata()
+    setup(CapVI, adata)
+    plan = CapVITrainingPlan(CapVI(adata, **SMALL).module, stage="frozen")
+    nan = torch.tensor(float("nan"))
+    output = LossOutput(loss=nan, reconstruction_loss=torch.full((4,), nan))
+    with pytest.raises(
+        FloatingPointError,
+        match=r"CapVI stage 2 \(frozen\): the validation loss .*reconstruction_loss.*"
+        r"use_observed_lib_size=True",
+    ):
+        plan.compute_and_log_metrics(output, plan.val_metrics, "validation")
+    finite = LossOutput(loss=torch.tensor(1.0), reconstruction_loss=torch.ones(4))
+    plan._check_finite(finite.loss, [], "validation")  # finite: no error
+
+
 class Interrupt(Callback):
     """Raise KeyboardInterrupt at the second batch of ``epoch`` of ``stage``; snapshot before."""
 

@@ -93,7 +93,9 @@ class CapVI(
     classifier_n_hidden, classifier_n_layers, classifier_dropout_rate
         Architecture of ``q(c|x)``.
     **module_kwargs
-        Passed to :class:`~scvi_capvi.module.CapVIModule`.
+        Passed to :class:`~scvi_capvi.module.CapVIModule`, e.g. ``use_observed_lib_size=True``
+        (observed library size instead of the latent one: use it when training stops on a
+        non-finite validation loss, as on very large libraries over many genes).
 
     Examples
     --------

@@ -33,30 +33,45 @@ def nonfinite_terms(loss_output) -> list[str]:
 
 
 class FiniteLossTrainingPlan(TrainingPlan):
-    """:class:`scvi.train.TrainingPlan` that stops at the first non-finite training loss.
+    """:class:`scvi.train.TrainingPlan` that stops at the first non-finite training or
+    validation loss.
 
-    The error names the epoch and the non-finite loss terms, and is raised before the
-    backward pass, so no NaN reaches the parameters.
+    The error names the epoch and the non-finite loss terms. A training loss is checked before
+    the backward pass, so no NaN reaches the parameters; a validation loss is checked before
+    early stopping sees it (which would otherwise end training silently, keeping an untrained
+    model).
     """
 
     @property
     def failure_prefix(self) -> str:
         return f"{type(self.module).__name__} training"
 
-    def _check_finite(self, loss: torch.Tensor, terms: list[str] | dict[str, torch.Tensor]):
+    def _check_finite(
+        self,
+        loss: torch.Tensor,
+        terms: list[str] | dict[str, torch.Tensor],
+        mode: str = "train",
+    ):
         if torch.isfinite(loss).all():
             return
         if isinstance(terms, dict):
             terms = [k for k, v in terms.items() if v is not None and not torch.isfinite(v).all()]
+        hint = "Check the input for non-count values, or lower the learning rate."
+        if mode != "train":
+            hint = (
+                "The training loss was finite, so the model overflows on some held-out cells: "
+                "with a latent library size, cells with very large libraries can overflow "
+                "exp(l); try `use_observed_lib_size=True`, or fewer genes."
+            )
+        name = "training" if mode == "train" else "validation"
         raise FloatingPointError(
-            f"{self.failure_prefix}: the training loss became non-finite at epoch "
-            f"{self.current_epoch} (non-finite terms: {', '.join(terms) or 'loss'}). Check the "
-            "input for non-count values, or lower the learning rate."
+            f"{self.failure_prefix}: the {name} loss became non-finite at epoch "
+            f"{self.current_epoch} (non-finite terms: {', '.join(terms) or 'loss'}). {hint}"
         )
 
     def compute_and_log_metrics(self, loss_output, metrics, mode: str):
-        if mode == "train":
-            self._check_finite(loss_output.loss, nonfinite_terms(loss_output))
+        if mode in ("train", "validation"):
+            self._check_finite(loss_output.loss, nonfinite_terms(loss_output), mode)
         return super().compute_and_log_metrics(loss_output, metrics, mode)
 
 

@@ -56,14 +56,16 @@ class FiniteLossTrainingPlan(TrainingPlan):
             return
         if isinstance(terms, dict):
             terms = [k for k, v in terms.items() if v is not None and not torch.isfinite(v).all()]
-        hint = "Check the input for non-count values, or lower the learning rate."
-        if mode != "train":
+        if mode == "train":
+            name = "training"
+            hint = "Check the input for non-count values, or lower the learning rate."
+        else:
+            name = "validation"
             hint = (
                 "The training loss was finite, so the model overflows on some held-out cells: "
                 "with a latent library size, cells with very large libraries can overflow "
                 "exp(l); try `use_observed_lib_size=True`, or fewer genes."
             )
-        name = "training" if mode == "train" else "validation"
         raise FloatingPointError(
             f"{self.failure_prefix}: the {name} loss became non-finite at epoch "
             f"{self.current_epoch} (non-finite terms: {', '.join(terms) or 'loss'}). {hint}"

@@ -248,3 +248,60 @@ def test_nan_loss_stops_with_the_stage_named(adata):
         model.module.prior_means.fill_(float("nan"))  # stage 1 does not use the prior
     with pytest.raises(FloatingPointError, match=r"stage 2 \(frozen\).*epoch 0"):
         model.train(classifier_epochs=1, frozen_epochs=1, max_epochs=1, **QUIET)
+
+
+def test_recipes_set_library_dispersion_annotations_and_monitor(adata):
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    default = CapVI(adata, **SMALL).module
+    assert default.use_observed_lib_size and default.dispersion == "gene"
+    assert default.semi_supervised and default.px_r.shape == (adata.n_vars, 1)
+    assert not hasattr(default, "library_log_means")
+    paper = CapVI(adata, recipe="paper", **SMALL).module
+    assert not paper.use_observed_lib_size and paper.dispersion == "gene-batch"
+    assert not paper.semi_supervised and paper.px_r.shape == (adata.n_vars, 2)
+    # an explicit argument wins over the recipe
+    mixed = CapVI(adata, recipe="paper", use_observed_lib_size=True, **SMALL).module
+    assert mixed.use_observed_lib_size and mixed.dispersion == "gene-batch"
+    with pytest.raises(ValueError, match="`recipe`"):
+        CapVI(adata, recipe="scanvi", **SMALL)
+
+    class Monitors(Callback):
+        def __init__(self):
+            self.seen = {}
+
+        def on_train_start(self, trainer, pl_module):
+            self.seen[pl_module.stage] = pl_module.monitor
+
+    for recipe, elbo_monitor in (
+        ("scvi-tools", "elbo_validation"),
+        ("paper", "reconstruction_loss_validation"),
+    ):
+        rec = Monitors()
+        model = CapVI(adata, recipe=recipe, **SMALL)
+        model.train(classifier_epochs=1, frozen_epochs=1, max_epochs=1, callbacks=[rec], **QUIET)
+        assert rec.seen == {
+            "classifier": "classifier_cross_entropy_validation",
+            "frozen": elbo_monitor,
+            "joint": elbo_monitor,
+        }
+
+
+@pytest.mark.parametrize("recipe", ["scvi-tools", "paper"])
+def test_default_stage_budgets(adata, recipe, monkeypatch):
+    """The default recipe gives stages 2 + 3 together scvi-tools' SCVI budget; the paper's
+    recipe gives each stage all of it."""
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(adata, recipe=recipe, **SMALL)
+    seen = {}
+    monkeypatch.setattr(model, "_run_stage", lambda stage, n, *a: seen.update({stage: n}))
+    monkeypatch.setattr(model, "calibrate", lambda *a, **k: None)
+    monkeypatch.setattr(model, "_fit_latent_reference", lambda *a, **k: None)
+    model.train(**QUIET)
+    budget = get_max_epochs_heuristic(adata.n_obs)
+    if recipe == "scvi-tools":
+        assert seen["frozen"] + seen["joint"] == budget and seen["frozen"] == budget // 2
+    else:
+        assert seen == dict.fromkeys(("classifier", "frozen", "joint"), budget)
+    assert seen["classifier"] == budget

@@ -13,11 +13,12 @@ def test_quickstart_writes_table_and_umap(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0
     table = pd.read_csv(out / "results.csv", index_col=0)
-    assert list(table.index) == ["CapVI", "scVI"]
+    assert list(table.index) == ["CapVI", "SCVI", "SCANVI"]
     assert table["test_marginal_ll"].lt(0).all()
-    assert 0 <= table.loc["CapVI", "accuracy"] <= 1
+    assert table.loc[["CapVI", "SCANVI"], "accuracy"].between(0, 1).all()
+    assert pd.isna(table.loc["SCVI", "accuracy"])
     assert table["median_clisi"].between(1, 10).all()
     png = (out / "umap_capvi.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     printed = capsys.readouterr().out
-    assert "test_marginal_ll" in printed and "CapVI" in printed and "scVI" in printed
+    assert "test_marginal_ll" in printed and "CapVI" in printed and "SCANVI" in printed

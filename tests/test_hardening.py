@@ -182,7 +182,7 @@ def test_one_cell_batch_trains_with_finite_library_prior():
     _set_obs("batch", _first("lonely"))(adata)
     with pytest.warns(UserWarning, match="single cell"):
         setup(CapVI, adata)
-    model = CapVI(adata, **SMALL)
+    model = CapVI(adata, recipe="paper", **SMALL)  # the recipe with a latent library
     assert (model.module.library_log_vars > 0).all()
     model.train(classifier_epochs=1, frozen_epochs=0, max_epochs=1, **QUIET)
     assert np.isfinite(model.get_latent_representation()).all()

@@ -13,7 +13,16 @@ from ._registry import (
     load_dataset,
     make_split,
 )
-from ._runs import FitResult, cell_split, evaluate_models, fit_capvi, fit_scvi, latent_metrics
+from ._runs import (
+    FitResult,
+    cell_split,
+    evaluate_models,
+    fit_capvi,
+    fit_scanvi_from_scvi,
+    fit_scvi,
+    fit_scvi_as_users_run_it,
+    latent_metrics,
+)
 from ._suite import run_benchmark, write_report
 
 __all__ = [
@@ -28,7 +37,9 @@ __all__ = [
     "cell_split",
     "evaluate_models",
     "fit_capvi",
+    "fit_scanvi_from_scvi",
     "fit_scvi",
+    "fit_scvi_as_users_run_it",
     "latent_metrics",
     "leave_one_type_out",
     "load_dataset",

@@ -43,6 +43,26 @@ from ._validation import (
     label_counts,
 )
 
+RECIPES: dict[str, dict] = {
+    # scvi-tools' conventions (as SCVI / SCANVI): observed library size, one dispersion per
+    # gene, annotations kept in the ELBO of stages 2-3, best epoch by validation ELBO
+    "scvi-tools": {
+        "use_observed_lib_size": True,
+        "dispersion": "gene",
+        "semi_supervised": True,
+        "monitor": "elbo_validation",
+    },
+    # paper 000 §4.2: latent library size, gene-batch dispersion, annotations used only by
+    # the classifier, early stopping on the validation reconstruction error
+    "paper": {
+        "use_observed_lib_size": False,
+        "dispersion": "gene-batch",
+        "semi_supervised": False,
+        "monitor": "reconstruction_loss_validation",
+    },
+}
+"""CapVI's two training recipes (``CapVI(adata, recipe=...)``)."""
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -121,7 +141,10 @@ class CapVI(
         learn_prior_scale: bool = False,
         n_components: int | None = None,
         gene_likelihood: Literal["zinb", "nb"] = "zinb",
-        semi_supervised: bool = False,
+        recipe: Literal["scvi-tools", "paper"] = "scvi-tools",
+        use_observed_lib_size: bool | None = None,
+        dispersion: Literal["gene", "gene-batch"] | None = None,
+        semi_supervised: bool | None = None,
         classifier_n_hidden: int = 256,
         classifier_n_layers: int = 1,
         classifier_dropout_rate: float = 0.25,
@@ -155,8 +178,18 @@ class CapVI(
                 )
             n_labels = int(n_components)
 
+        if recipe not in RECIPES:
+            raise ValueError(f"`recipe` must be one of {sorted(RECIPES)}, got {recipe!r}.")
+        self.recipe = recipe
+        given = {
+            "use_observed_lib_size": use_observed_lib_size,
+            "dispersion": dispersion,
+            "semi_supervised": semi_supervised,
+        }
+        settings_ = {k: RECIPES[recipe][k] if v is None else v for k, v in given.items()}
+        use_observed = bool(settings_["use_observed_lib_size"])
+        semi_supervised = bool(settings_["semi_supervised"])
         n_batch = self.summary_stats.n_batch
-        use_observed = module_kwargs.pop("use_observed_lib_size", False)
         lib_means, lib_vars = (None, None)
         if not use_observed:
             lib_means, lib_vars = library_size_prior(self.adata_manager, n_batch)
@@ -173,6 +206,7 @@ class CapVI(
             mixing_penalty=mixing_penalty,
             gene_likelihood=gene_likelihood,
             use_observed_lib_size=use_observed,
+            dispersion=settings_["dispersion"],
             library_log_means=lib_means,
             library_log_vars=lib_vars,
             classifier_n_hidden=classifier_n_hidden,
@@ -186,7 +220,7 @@ class CapVI(
             f"CapVI model: {n_labels} prior modes ({'cell types' if self.use_labels else 'GMVAE'}"
             f"), n_latent: {n_latent}, prior_scale: {prior_scale:g}, mixing_penalty: "
             f"{mixing_penalty:g}, n_hidden: {n_hidden}, n_layers: {n_layers}, gene_likelihood: "
-            f"{gene_likelihood}."
+            f"{gene_likelihood}, recipe: {recipe}."
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -285,12 +319,15 @@ class CapVI(
         Parameters
         ----------
         max_epochs
-            Maximum epochs of stage 3 (default from the number of cells, as scvi-tools does;
-            ``0`` skips the stage).
+            Maximum epochs of stage 3 (``0`` skips the stage). Default: with
+            ``recipe="scvi-tools"``, stages 2 and 3 split the number of epochs scvi-tools
+            gives SCVI on this many cells (:func:`scvi.model._utils.get_max_epochs_heuristic`)
+            half and half; with ``recipe="paper"``, each stage gets all of it.
         classifier_epochs
-            Maximum epochs of stage 1 (same default).
+            Maximum epochs of stage 1 (default: scvi-tools' heuristic; stage 1 trains only
+            the classifier and early-stops on its validation cross-entropy).
         frozen_epochs
-            Maximum epochs of stage 2 (same default; ``0`` skips the stage).
+            Maximum epochs of stage 2 (``0`` skips the stage; default as ``max_epochs``).
         pretrain_classifier
             ``False`` skips stages 1 and 2: the paper's "fully end-to-end" ablation.
         train_size, validation_size
@@ -306,6 +343,11 @@ class CapVI(
         """
         self._check_training_data()
         default_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        defaults = dict.fromkeys(("classifier", "frozen", "joint"), default_epochs)
+        if self.recipe == "scvi-tools":
+            # stages 2 and 3 share the budget scvi-tools gives SCVI (the paper: one each)
+            defaults["frozen"] = default_epochs // 2
+            defaults["joint"] = default_epochs - default_epochs // 2
         epochs = {}
         for stage, name, value, minimum in (
             ("classifier", "classifier_epochs", classifier_epochs, 1),
@@ -314,7 +356,7 @@ class CapVI(
         ):
             if value is not None and (int(value) != value or value < minimum):
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-            epochs[stage] = default_epochs if value is None else int(value)
+            epochs[stage] = defaults[stage] if value is None else int(value)
 
         splitter = DataSplitter(
             self.adata_manager, train_size=train_size, validation_size=validation_size
@@ -413,7 +455,10 @@ class CapVI(
         if stage == "classifier":
             # stage 1 always stops on the classifier's own validation cross-entropy
             trainer_kwargs.pop("early_stopping_monitor", None)
-        monitor = trainer_kwargs.setdefault("early_stopping_monitor", STAGE_MONITORS[stage])
+        default_monitor = (
+            STAGE_MONITORS[stage] if stage == "classifier" else RECIPES[self.recipe]["monitor"]
+        )
+        monitor = trainer_kwargs.setdefault("early_stopping_monitor", default_monitor)
         if has_val:
             # validate every epoch even without early stopping: the curves go into
             # `history` and `restore_best` needs them (scvi-tools would skip validation)

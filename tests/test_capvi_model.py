@@ -213,8 +213,14 @@ def test_ablation_gmvae_and_query(adata):
     unlabelled_query = query.copy()
     del unlabelled_query.obs["cell_type"]
     np.testing.assert_array_equal(model.predict(unlabelled_query), pred)
+    model.module.classifier_temperature.fill_(2.5)  # as if calibrated
+    probs = model.predict(query, soft=True)
     q_model = CapVI.load_query_data(query, model)
     q_model.train(max_epochs=2, **QUIET)
+    # scArches freezes q(c|x): query training (no annotation to recalibrate on) keeps the
+    # reference's calibrated probabilities
+    assert float(q_model.module.classifier_temperature) == 2.5
+    np.testing.assert_allclose(q_model.predict(soft=True).to_numpy(), probs.to_numpy(), atol=1e-6)
     assert q_model.get_latent_representation().shape == (60, 5)
     assert np.isfinite(q_model.get_marginal_ll(n_mc_samples=5, progress_bar=False))
 

@@ -385,6 +385,9 @@ class CapVI(
         if not stages:
             raise ValueError("Every stage has 0 epochs: nothing to train (see `max_epochs`).")
         history: dict[str, pd.DataFrame] = {}
+        classifier_before = {
+            k: v.detach().clone() for k, v in self.module.classifier.state_dict().items()
+        }
         try:
             self._run_stages(stages, epochs, split, labelled_train, history, batch_size,
                              early_stopping, plan_kwargs or {}, trainer_kwargs)  # fmt: skip
@@ -394,11 +397,17 @@ class CapVI(
             self.history_ = history
             self.train_indices, self.validation_indices, self.test_indices = split
         self.is_trained_ = True
-        # the classifier changed: refit its temperature on the annotated validation cells,
-        # and the latent reference of the novelty score
-        self.module.classifier_temperature.fill_(1.0)
+        # refit the classifier's temperature on the annotated validation cells; without any
+        # (a query mapped with `load_query_data`) keep it while q(c|x) is unchanged (scArches
+        # freezes it; only weight decay moves it, by ~1e-9), reset it otherwise. Then the
+        # latent reference of the novelty score.
+        state = self.module.classifier.state_dict()
+        changed = any(not torch.allclose(v, state[k]) for k, v in classifier_before.items())
         if self.use_labels and self._is_labelled(split[1]).any():
+            self.module.classifier_temperature.fill_(1.0)
             self.calibrate()
+        elif changed:
+            self.module.classifier_temperature.fill_(1.0)
         self._fit_latent_reference()
 
     def _run_stages(

@@ -296,7 +296,8 @@ def verdicts(frame: pd.DataFrame, candidate: str = "CapVI") -> pd.DataFrame:
     """CapVI minus the best baseline, paired by seed (same split), mean ± sd over seeds.
 
     The best baseline of a metric is the one with the best mean over seeds among the methods
-    named ``SCVI…`` / ``SCANVI…`` (the paper-recipe rows excluded); "win" means the paired
+    named ``SCVI…`` / ``SCANVI…`` run on every seed CapVI ran on (the paper-recipe rows
+    excluded); "win" means the paired
     difference is better than 0 by more than its sd (by any margin with one seed).
     """
     rows = []
@@ -307,7 +308,9 @@ def verdicts(frame: pd.DataFrame, candidate: str = "CapVI") -> pd.DataFrame:
                 continue
             values = wide[metric]
             base = [m for m in values if m.startswith(prefixes) and "paper" not in m]
-            base = [m for m in base if values[m].notna().any()]
+            # baselines run on every seed CapVI ran on (a partial one would pick its seeds)
+            seeds = values[candidate].notna()
+            base = [m for m in base if values[m][seeds].notna().all()]
             if not base:
                 continue
             means = values[base].mean()

@@ -28,7 +28,15 @@ from anndata import AnnData
 from scvi_capvi.data import list_datasets, pbmc11k, pbmc68k_reduced, read_dataset
 from scvi_capvi.metrics import PROBE_KS
 
-from ._runs import PAPER_ARCHITECTURE, _epochs_from_history, _scvi_marginal_ll, fit_capvi
+from ._runs import (
+    PAPER_ARCHITECTURE,
+    _epochs_from_history,
+    _scvi_marginal_ll,
+    fit_capvi,
+    fit_scanvi_from_scvi,
+    fit_scvi,
+    fit_scvi_as_users_run_it,
+)
 
 MODEL_BATCH_KEY = "_benchmark_batch"
 """``obs`` column the models see as batch: the real batch, unseen batches mapped to a seen one."""
@@ -341,31 +349,27 @@ def _scvi_family_fit(kind: str) -> Callable:
                 model = scvi.model.LinearSCVI(fit_data, n_latent=PAPER_ARCHITECTURE["n_latent"])
                 model.train(max_epochs=epochs, **common, **es)
             else:
-                scvi.model.SCVI.setup_anndata(
-                    fit_data, batch_key=MODEL_BATCH_KEY, labels_key=LABELS_KEY
-                )
+                scvi_kwargs = {"batch_key": MODEL_BATCH_KEY, "max_epochs": epochs}
+                trainer = _trainer_kwargs(config)
                 if kind == "scvi-paper":
-                    model = scvi.model.SCVI(
-                        fit_data,
-                        **PAPER_ARCHITECTURE,
-                        dispersion="gene-batch",
-                        gene_likelihood="zinb",
-                        use_observed_lib_size=False,
-                    )
-                    model.train(max_epochs=epochs, **common, **es)
+                    fitted = fit_scvi(fit_data, split.train_size, **scvi_kwargs,
+                                      train_kwargs=trainer)  # fmt: skip
                 else:
                     # as scvi-tools' users run it: its defaults (KL warm-up, no early
                     # stopping), with CapVI's network
-                    model = scvi.model.SCVI(fit_data, **PAPER_ARCHITECTURE)
-                    model.train(max_epochs=epochs, **common)
+                    fitted = fit_scvi_as_users_run_it(
+                        fit_data, split.train_size, **scvi_kwargs, network="capvi",
+                        train_kwargs=trainer,
+                    )  # fmt: skip
                 if kind == "scanvi":
                     # SCANVI's curves and epochs include its SCVI pre-training
-                    history = {f"scvi_{k}": v for k, v in model.history.items()}
-                    model = scvi.model.SCANVI.from_scvi_model(
-                        model, unlabeled_category=UNLABELED, labels_key=LABELS_KEY
-                    )
+                    history = {f"scvi_{k}": v for k, v in fitted.model.history.items()}
                     n = 20 if epochs is None else max(1, min(config.max_epochs, 20))
-                    model.train(max_epochs=n, **common)
+                    fitted = fit_scanvi_from_scvi(
+                        fitted, labels_key=LABELS_KEY, unlabeled_category=UNLABELED,
+                        train_size=split.train_size, train_kwargs={"max_epochs": n, **trainer},
+                    )  # fmt: skip
+                model = fitted.model
         seconds = time.perf_counter() - start
         history = {**history, **model.history}
         full = _eval_copy(adata, unlabel=kind == "scanvi")

@@ -82,17 +82,22 @@ SCARCHES_QUERY_TRAIN = {
 }
 
 
+def scvi_epochs(budget: int, n_obs: int) -> int:
+    """The SCVI epochs: ``budget``, capped by scvi-tools' own heuristic for ``n_obs`` cells."""
+    return min(budget, scvi.model._utils.get_max_epochs_heuristic(n_obs))
+
+
 def capvi_epochs(budget: int, n_obs: int) -> dict:
-    """CapVI's ELBO stages share the SCVI budget (capped by scvi-tools' heuristic)."""
-    total = min(budget, scvi.model._utils.get_max_epochs_heuristic(n_obs))
+    """CapVI's two ELBO stages share the SCVI epochs."""
+    total = scvi_epochs(budget, n_obs)
     return {"frozen_epochs": total // 2, "max_epochs": total - total // 2}
 
 
 def heldout_fits(
-    fit_data, train_size, methods, budget, capvi_kwargs, capvi_train=None
+    fit_data, train_size, methods, budget, capvi_kwargs, capvi_train=None, seed=0
 ) -> dict[str, FitResult]:
     """Train every method on ``fit_data`` (training + validation cells)."""
-    epochs = min(budget, scvi.model._utils.get_max_epochs_heuristic(fit_data.n_obs))
+    epochs = scvi_epochs(budget, fit_data.n_obs)
     common = {"max_epochs": epochs, "train_kwargs": QUIET}
     scvi_variants = {
         "SCVI": {},
@@ -104,21 +109,21 @@ def heldout_fits(
     for name, kwargs in scvi_variants.items():
         wanted = name in methods or f"SCANVI{name[4:]}" in methods
         if wanted:
-            scvi.settings.seed = SEED
+            scvi.settings.seed = seed
             fits[name] = fit_scvi_as_users_run_it(fit_data.copy(), train_size, **common, **kwargs)
     for name in list(fits):
         scanvi_name = f"SCANVI{name[4:]}"
         if scanvi_name in methods:
-            scvi.settings.seed = SEED
+            scvi.settings.seed = seed
             fits[scanvi_name] = fit_scanvi_from_scvi(
                 fits[name], train_size=train_size, train_kwargs=QUIET
             )
     if "SCVI, paper recipe" in methods:
-        scvi.settings.seed = SEED
+        scvi.settings.seed = seed
         fits["SCVI, paper recipe"] = fit_scvi(fit_data.copy(), train_size, **common)
     for name, recipe in (("CapVI", "scvi-tools"), ("CapVI, paper recipe", "paper")):
         if name in methods:
-            scvi.settings.seed = SEED
+            scvi.settings.seed = seed
             kwargs = {"recipe": recipe, **capvi_kwargs}
             train = {**QUIET, **capvi_epochs(budget, fit_data.n_obs), **(capvi_train or {})}
             fits[name] = fit_capvi(
@@ -164,14 +169,12 @@ def run_heldout(args) -> pd.DataFrame:
     for name in args.datasets:
         adata = read_dataset(name)
         for seed in args.seeds:
-            global SEED
-            SEED = seed
             train_idx, val_idx, test_idx = cell_split(adata.n_obs, (0.5, 0.25, 0.25), seed=seed)
             fit_idx = np.sort(np.concatenate([train_idx, val_idx]))
             train_size = len(train_idx) / len(fit_idx)
             fits = heldout_fits(
                 adata[fit_idx].copy(), train_size, args.methods, args.max_epochs,
-                json.loads(args.capvi), json.loads(args.capvi_train),
+                json.loads(args.capvi), json.loads(args.capvi_train), seed,
             )  # fmt: skip
             test = adata[test_idx].copy()
             for method, fit in fits.items():
@@ -191,14 +194,12 @@ def run_transfer(args) -> pd.DataFrame:
         adata = read_dataset(name)
         is_query = (adata.obs[BATCH] == query_batch).to_numpy()
         for seed in args.seeds:
-            global SEED
-            SEED = seed
             ref, query = adata[~is_query].copy(), adata[is_query].copy()
             y = query.obs[LABELS].to_numpy()
             query.obs[LABELS] = pd.Categorical([UNLABELED] * query.n_obs)
             base = {"dataset": name, "seed": seed, "query_batch": query_batch}
             for method, seconds, query_seconds, probs in transfer_methods(
-                ref, query, args.methods, args.max_epochs, json.loads(args.capvi)
+                ref, query, args.methods, args.max_epochs, json.loads(args.capvi), seed
             ):
                 pred = probs.columns.to_numpy()[probs.to_numpy().argmax(1)]
                 row = {**base, "method": method + args.label,
@@ -213,14 +214,14 @@ def run_transfer(args) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def transfer_methods(ref, query, methods, budget, capvi_kwargs):
+def transfer_methods(ref, query, methods, budget, capvi_kwargs, seed=0):
     """Yield ``(method, reference seconds, query seconds, query probabilities)``."""
-    epochs = min(budget, scvi.model._utils.get_max_epochs_heuristic(ref.n_obs))
+    epochs = scvi_epochs(budget, ref.n_obs)
     for name, network in (("SCANVI + scArches", ARCHES_NETWORK), ("SCANVI + scArches, SCVI "
                                                                   "defaults", {})):  # fmt: skip
         if name not in methods:
             continue
-        scvi.settings.seed = SEED
+        scvi.settings.seed = seed
         data = ref.copy()
         ref_fit = fit_scanvi_from_scvi(
             fit_scvi_as_users_run_it(data, 0.9, max_epochs=epochs, model_kwargs=network,
@@ -236,7 +237,7 @@ def transfer_methods(ref, query, methods, budget, capvi_kwargs):
     for name, recipe in (("CapVI", "scvi-tools"), ("CapVI, paper recipe", "paper")):
         if name not in methods and f"{name} + query training" not in methods:
             continue
-        scvi.settings.seed = SEED
+        scvi.settings.seed = seed
         fit = fit_capvi(
             ref.copy(), 0.9, model_kwargs={"recipe": recipe, **capvi_kwargs},
             train_kwargs={**QUIET, **capvi_epochs(budget, ref.n_obs)},
@@ -393,7 +394,6 @@ HELDOUT_METHODS = [
 ]  # fmt: skip
 TRANSFER_METHODS = ["SCANVI + scArches", "SCANVI + scArches, SCVI defaults", "CapVI",
                     "CapVI + query training"]  # fmt: skip
-SEED = 0
 
 
 def main() -> None:

@@ -57,7 +57,10 @@ class FitResult:
 
 def _epochs_from_history(history: dict, key_suffix: str = "train_loss") -> dict[str, int]:
     out = {}
+    staged = any(key.startswith("stage") for key in history)
     for key, frame in history.items():
+        if staged and not key.startswith(("stage", "scvi_")):
+            continue  # CapVI's last stage, repeated under scvi-tools' names
         if key.endswith(key_suffix) or key.endswith(f"{key_suffix}_epoch"):
             stage = key.split("_")[0] if key.startswith(("stage", "scvi_")) else "train"
             out[stage] = max(out.get(stage, 0), len(frame))

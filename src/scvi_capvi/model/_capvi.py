@@ -25,20 +25,28 @@ from scvi.utils import setup_anndata_dsp
 
 from scvi_capvi.module import CapVIModule
 from scvi_capvi.train import CapVITrainingPlan, SafeTrainRunner
-from scvi_capvi.train._trainingplans import STAGE_MONITORS, STAGE_NUMBERS
+from scvi_capvi.train._progress import StageProgressBar
+from scvi_capvi.train._trainingplans import STAGE_MONITORS, STAGE_NUMBERS, STAGE_TITLES
 
+from ._from_scvi import capvi_arguments_from_scvi, init_from_scvi
 from ._io import CheckedQueryMixin, SafeSaveLoadMixin
 from ._mixins import (
     HardenedModelMixin,
     ImportanceSampledLLMixin,
     UnseenAsUnlabeledField,
     check_setup_anndata,
+    covariate_fields,
+    covariate_module_kwargs,
     library_size_prior,
 )
 from ._novelty import NoveltyMethod, NoveltyMixin
 from ._validation import (
     check_cell_types,
+    check_covariates,
+    check_float,
+    check_int,
     check_no_missing,
+    check_split,
     check_unlabeled_category,
     label_counts,
 )
@@ -67,6 +75,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from anndata import AnnData
+    from scvi.model import SCVI
 
 
 class CapVI(
@@ -150,7 +159,17 @@ class CapVI(
         classifier_dropout_rate: float = 0.25,
         **module_kwargs,
     ):
+        check_int("n_latent", n_latent)
+        check_int("n_hidden", n_hidden)
+        check_int("n_layers", n_layers)
+        check_int("classifier_n_hidden", classifier_n_hidden)
+        check_int("classifier_n_layers", classifier_n_layers, 0)
+        check_float("dropout_rate", dropout_rate, 0.0, 1.0, high_open=True)
+        check_float("classifier_dropout_rate", classifier_dropout_rate, 0.0, 1.0, high_open=True)
+        check_float("prior_scale", prior_scale, 0.0, low_open=True)
+        check_float("mixing_penalty", mixing_penalty, 0.0)
         super().__init__(adata)
+        self.was_pretrained = False  # from_scvi_model sets it: shorter default training
         self.use_labels = self.registry_["setup_args"]["labels_key"] is not None
         if self.use_labels and adata is not None and self.adata_manager._source_registry is None:
             # set up for training (not a loaded model or a query): the annotations must make
@@ -171,11 +190,12 @@ class CapVI(
                 )
             n_labels = len(self.cell_types)
         else:
-            if n_components is None or int(n_components) < 2:
+            if n_components is None:
                 raise ValueError(
                     "Without `labels_key`, CapVI is a Gaussian-mixture VAE: pass "
-                    f"`n_components` >= 2 (got {n_components!r})."
+                    "`n_components` >= 2 (got None)."
                 )
+            check_int("n_components", n_components, 2)
             n_labels = int(n_components)
 
         if recipe not in RECIPES:
@@ -214,6 +234,7 @@ class CapVI(
             classifier_dropout_rate=classifier_dropout_rate,
             use_labels=self.use_labels,
             semi_supervised=semi_supervised,
+            **covariate_module_kwargs(self.adata_manager),
             **module_kwargs,
         )
         self._model_summary_string = (
@@ -232,11 +253,17 @@ class CapVI(
         adata: AnnData,
         labels_key: str | None = None,
         unlabeled_category: str = "Unknown",
-        batch_key: str | None = None,
         layer: str | None = None,
+        batch_key: str | None = None,
+        size_factor_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        allow_non_integer_counts: bool = False,
         **kwargs,
     ):
         """%(summary)s.
+
+        The arguments are those of :meth:`scvi.model.SCANVI.setup_anndata`, in its order.
 
         Parameters
         ----------
@@ -245,17 +272,30 @@ class CapVI(
             Key in ``adata.obs`` with cell-type annotations; cells labelled
             ``unlabeled_category`` are unannotated. ``None``: no annotations (GMVAE mode).
         %(param_unlabeled_category)s
-        %(param_batch_key)s
         %(param_layer)s
+        %(param_batch_key)s
+        %(param_size_factor_key)s
+        %(param_cat_cov_keys)s
+        %(param_cont_cov_keys)s
+        allow_non_integer_counts
+            Accept non-integer values (ambient-corrected counts, e.g. from SoupX or CellBender)
+            with a warning instead of an error.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        check_setup_anndata(cls.__name__, adata, layer, batch_key, labels_key, kwargs)
+        check_setup_anndata(
+            cls.__name__, adata, layer, batch_key, labels_key, kwargs, allow_non_integer_counts
+        )
+        check_covariates(
+            adata, size_factor_key, categorical_covariate_keys, continuous_covariate_keys
+        )
         if labels_key is not None and kwargs.get("source_registry") is None:
             # annotations for training (a loaded model or a query was checked when trained)
             check_no_missing(
-                adata, labels_key, "label",
+                adata,
+                labels_key,
+                "label",
                 f"Mark unannotated cells with unlabeled_category={unlabeled_category!r}.",
-            )  # fmt: skip
+            )
             labels = adata.obs[labels_key]
             check_unlabeled_category(labels, labels_key, unlabeled_category)
             check_cell_types(
@@ -271,10 +311,71 @@ class CapVI(
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             labels_field,
+            *covariate_fields(
+                size_factor_key, categorical_covariate_keys, continuous_covariate_keys
+            ),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def from_scvi_model(
+        cls,
+        scvi_model: SCVI,
+        labels_key: str | None = None,
+        unlabeled_category: str = "Unknown",
+        adata: AnnData | None = None,
+        **capvi_kwargs,
+    ) -> CapVI:
+        """A CapVI that starts from a trained :class:`scvi.model.SCVI`.
+
+        As :meth:`scvi.model.SCANVI.from_scvi_model`: ``adata`` (default: the SCVI model's) is
+        registered with the SCVI model's layer, batch, covariates and size factors plus
+        ``labels_key``; CapVI takes the SCVI architecture and weights (its encoders, which also
+        see the batch, start with zero weights on it, so they compute what SCVI's did), and
+        each prior mode starts at the mean SCVI latent position of its annotated cells. Then
+        :meth:`train` runs the three stages with a fine-tuning budget.
+
+        Parameters
+        ----------
+        scvi_model
+            A trained SCVI (normal latent, ZINB or NB likelihood, gene or gene-batch
+            dispersion).
+        labels_key
+            Column of ``adata.obs`` with the cell types (default: the one the SCVI model was
+            set up with; one of the two is needed).
+        unlabeled_category
+            Value of ``labels_key`` for unannotated cells.
+        adata
+            AnnData with the SCVI model's genes; default: the one it was trained on.
+        **capvi_kwargs
+            Other :class:`CapVI` arguments (e.g. ``prior_scale``, ``mixing_penalty``);
+            architecture arguments are fixed by the SCVI model (a different value is ignored
+            with a warning).
+
+        Examples
+        --------
+        >>> scvi.model.SCVI.setup_anndata(adata, layer="counts", batch_key="batch")
+        >>> vae = scvi.model.SCVI(adata)
+        >>> vae.train()
+        >>> model = CapVI.from_scvi_model(vae, labels_key="cell_type")
+        >>> model.train()
+        >>> adata.obs["capvi_pred"] = model.predict()
+        """
+        setup_args, kwargs = capvi_arguments_from_scvi(scvi_model, capvi_kwargs)
+        labels_key = labels_key or scvi_model.registry["setup_args"].get("labels_key")
+        if labels_key is None:
+            raise ValueError("`labels_key` is needed: the SCVI model was set up without one.")
+        adata = scvi_model.adata if adata is None else adata
+        # before CapVI registers `adata`: SCVI would overwrite CapVI's label codes
+        latent = scvi_model.get_latent_representation(adata)
+        cls.setup_anndata(
+            adata, labels_key=labels_key, unlabeled_category=unlabeled_category, **setup_args
+        )
+        model = cls(adata, **kwargs)
+        init_from_scvi(model, scvi_model, latent)
+        return model
 
     @property
     def cell_types(self) -> np.ndarray:
@@ -314,7 +415,9 @@ class CapVI(
 
         The same seeded train / validation split is used by all stages; each stage early-stops
         on its own validation criterion and restores its best epoch. ``model.history`` holds
-        every stage's curves, keys prefixed ``stage1_``, ``stage2_``, ``stage3_``.
+        every stage's curves, keys prefixed ``stage1_``, ``stage2_``, ``stage3_``; the last
+        stage run is also under scvi-tools' usual names (``history["elbo_train"]``, ...).
+        Each stage shows its own progress bar (``stage 2/3: frozen classifier, epoch 4/200``).
 
         Parameters
         ----------
@@ -322,7 +425,10 @@ class CapVI(
             Maximum epochs of stage 3 (``0`` skips the stage). Default: with
             ``recipe="scvi-tools"``, stages 2 and 3 split the number of epochs scvi-tools
             gives SCVI on this many cells (:func:`scvi.model._utils.get_max_epochs_heuristic`)
-            half and half; with ``recipe="paper"``, each stage gets all of it.
+            half and half; with ``recipe="paper"``, each stage gets all of it. A model made
+            with :meth:`from_scvi_model` starts from a trained VAE and, like
+            :meth:`scvi.model.SCANVI.from_scvi_model`, gets a third of that, 2 to 10 epochs,
+            per stage.
         classifier_epochs
             Maximum epochs of stage 1 (default: scvi-tools' heuristic; stage 1 trains only
             the classifier and early-stops on its validation cross-entropy).
@@ -342,9 +448,14 @@ class CapVI(
             Passed to :class:`scvi.train.Trainer` (all stages).
         """
         self._check_training_data()
+        check_split(train_size, validation_size, batch_size)
         default_epochs = get_max_epochs_heuristic(self.adata.n_obs)
         defaults = dict.fromkeys(("classifier", "frozen", "joint"), default_epochs)
-        if self.recipe == "scvi-tools":
+        if getattr(self, "was_pretrained", False):
+            # SCANVI.from_scvi_model's budget for fine-tuning a trained VAE
+            short = int(np.clip(round(default_epochs / 3.0), 2, 10))
+            defaults["frozen"] = defaults["joint"] = short
+        elif self.recipe == "scvi-tools":
             # stages 2 and 3 share the budget scvi-tools gives SCVI (the paper: one each)
             defaults["frozen"] = default_epochs // 2
             defaults["joint"] = default_epochs - default_epochs // 2
@@ -388,9 +499,16 @@ class CapVI(
         classifier_before = {
             k: v.detach().clone() for k, v in self.module.classifier.state_dict().items()
         }
+        run = {
+            "split": split,
+            "labelled_train": labelled_train,
+            "batch_size": batch_size,
+            "early_stopping": early_stopping,
+            "plan_kwargs": plan_kwargs or {},
+            "trainer_kwargs": trainer_kwargs,
+        }
         try:
-            self._run_stages(stages, epochs, split, labelled_train, history, batch_size,
-                             early_stopping, plan_kwargs or {}, trainer_kwargs)  # fmt: skip
+            self._run_stages(stages, epochs, history, **run)
         finally:
             # also after an interrupt or a failure: keep the finished stages' history and the
             # split; SafeTrainRunner has restored the last good parameters
@@ -411,12 +529,20 @@ class CapVI(
         self._fit_latent_reference()
 
     def _run_stages(
-        self, stages, epochs, split, labelled_train, history, batch_size, early_stopping,
-        plan_kwargs, trainer_kwargs,
-    ):  # fmt: skip
+        self,
+        stages,
+        epochs,
+        history,
+        split,
+        labelled_train,
+        batch_size,
+        early_stopping,
+        plan_kwargs,
+        trainer_kwargs,
+    ):
         train_idx, val_idx, test_idx = split
         trained = self.is_trained_
-        for stage in stages:
+        for position, stage in enumerate(stages, start=1):
             idx = [train_idx, val_idx, test_idx]
             if stage == "classifier":
                 # stage 1 sees annotated cells only; scvi-tools' splitter wants every cell
@@ -424,14 +550,27 @@ class CapVI(
                 idx[0] = train_idx[labelled_train]
                 idx[1] = val_idx[self._is_labelled(val_idx)]
                 idx[2] = np.setdiff1d(np.arange(self.adata.n_obs), np.concatenate(idx[:2]))
+            label = f"stage {position}/{len(stages)}: {STAGE_TITLES[stage]}"
             try:
                 self._run_stage(
-                    stage, epochs[stage], idx, batch_size, early_stopping,
-                    plan_kwargs, dict(trainer_kwargs),
-                )  # fmt: skip
+                    stage,
+                    epochs[stage],
+                    idx,
+                    batch_size,
+                    early_stopping,
+                    plan_kwargs,
+                    dict(trainer_kwargs),
+                    label,
+                )
             finally:
-                for key, frame in (self.history_ or {}).items():
+                last = self.history_ or {}
+                for key, frame in last.items():
                     history[f"stage{STAGE_NUMBERS[stage]}_{key}"] = frame
+                if last:
+                    # the last stage run also under scvi-tools' names (history["elbo_train"])
+                    for key in [k for k in history if not k.startswith("stage")]:
+                        del history[key]
+                    history.update(last)
                 # trained if any stage (this or an earlier one, or an earlier train) finished
                 # an epoch; `_run_stage` resets the flag and the runner sets it
                 trained = trained or self.is_trained_
@@ -448,7 +587,15 @@ class CapVI(
         self.module.class_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
 
     def _run_stage(
-        self, stage, max_epochs, indices, batch_size, early_stopping, plan_kwargs, trainer_kwargs
+        self,
+        stage,
+        max_epochs,
+        indices,
+        batch_size,
+        early_stopping,
+        plan_kwargs,
+        trainer_kwargs,
+        label,
     ):
         has_val = len(indices[1]) > 0
         if early_stopping and not has_val:
@@ -461,6 +608,12 @@ class CapVI(
         # scvi-tools' Trainer appends its own callbacks to the list it is given: copy it so
         # one stage's early stopping does not leak into the next
         trainer_kwargs["callbacks"] = list(trainer_kwargs.get("callbacks") or [])
+        if trainer_kwargs.get("enable_progress_bar", True) and trainer_kwargs.get(
+            "simple_progress_bar", True
+        ):
+            # scvi-tools' epoch bar, with the stage in front of the epoch counter
+            trainer_kwargs["simple_progress_bar"] = False
+            trainer_kwargs["callbacks"].append(StageProgressBar(f"CapVI {label}"))
         if stage == "classifier":
             # stage 1 always stops on the classifier's own validation cross-entropy
             trainer_kwargs.pop("early_stopping_monitor", None)

@@ -173,7 +173,77 @@ class CheckedQueryMixin:
     """``load_query_data`` with the checks of :class:`SafeSaveLoadMixin.load`."""
 
     @classmethod
-    def load_query_data(cls, adata: AnnData | None = None, reference_model=None, *args, **kwargs):
+    def load_query_data(
+        cls,
+        adata: AnnData | None = None,
+        reference_model=None,
+        inplace_subset_query_vars: bool = False,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        unfrozen: bool = False,
+        freeze_dropout: bool = False,
+        freeze_expression: bool = True,
+        freeze_decoder_first_layer: bool = True,
+        freeze_batchnorm_encoder: bool = True,
+        freeze_batchnorm_decoder: bool = False,
+        freeze_classifier: bool = True,
+        **kwargs,
+    ):
+        """Map a query onto a trained reference with scArches :cite:p:`Lotfollahi21`.
+
+        :meth:`scvi.model.base.ArchesMixin.load_query_data` with clear errors: the query's
+        batches are added to the reference's, the reference's weights are copied and frozen,
+        and only the weights of the new batches (and what the ``freeze_*`` options leave free)
+        train when you call ``train`` on the returned model. CapVI's classifier and prior stay
+        frozen by default, so the query's cell types are predicted in the reference's terms.
+
+        Parameters
+        ----------
+        adata
+            The query, with the reference's genes in its order
+            (:meth:`~scvi.model.base.ArchesMixin.prepare_query_anndata` pads missing genes),
+            raw counts in the reference's layer and the reference's ``obs`` columns (its
+            labels column may be missing or hold cell types the reference does not know:
+            those count as unannotated).
+        reference_model
+            The trained reference model, or the folder it was saved to.
+        inplace_subset_query_vars
+            Subset ``adata`` to the reference's genes, in place (it must have all of them).
+        accelerator, device
+            Where to put the query model (as :meth:`scvi.model.base.BaseModelClass.load`).
+        unfrozen
+            Train every weight (overrides the ``freeze_*`` options).
+        freeze_dropout
+            Turn dropout off while training the query.
+        freeze_expression
+            Freeze the first-layer weights of the genes (the query trains only its batches'
+            weights).
+        freeze_decoder_first_layer
+            Freeze the decoder's first layer.
+        freeze_batchnorm_encoder, freeze_batchnorm_decoder
+            Freeze batch-norm weights and statistics in the encoder / decoder.
+        freeze_classifier
+            Keep the cell-type classifier as trained on the reference.
+        **kwargs
+            Other arguments of :meth:`scvi.model.base.ArchesMixin.load_query_data`.
+
+        Returns
+        -------
+        A model of the same class on the query; train it briefly (e.g.
+        ``model.train(max_epochs=100, plan_kwargs={"weight_decay": 0.0})``).
+        """
+        kwargs.update(
+            inplace_subset_query_vars=inplace_subset_query_vars,
+            accelerator=accelerator,
+            device=device,
+            unfrozen=unfrozen,
+            freeze_dropout=freeze_dropout,
+            freeze_expression=freeze_expression,
+            freeze_decoder_first_layer=freeze_decoder_first_layer,
+            freeze_batchnorm_encoder=freeze_batchnorm_encoder,
+            freeze_batchnorm_decoder=freeze_batchnorm_decoder,
+            freeze_classifier=freeze_classifier,
+        )
         if isinstance(reference_model, str | os.PathLike):
             check_save_info(cls, reference_model)
             reference_model = os.fspath(reference_model)
@@ -192,4 +262,4 @@ class CheckedQueryMixin:
                     )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_VAR_NAMES_WARNING)
-            return super().load_query_data(adata, reference_model, *args, **kwargs)
+            return super().load_query_data(adata, reference_model, **kwargs)

@@ -12,10 +12,16 @@ import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.data._constants import _SCVI_UUID_KEY
-from scvi.data.fields import CategoricalObsField, LabelsWithUnlabeledObsField, LayerField
+from scvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LabelsWithUnlabeledObsField,
+    LayerField,
+    NumericalJointObsField,
+    NumericalObsField,
+)
 from scvi.model._utils import _init_library_size
-from scvi.utils import setup_anndata_dsp
-from tqdm.auto import tqdm
+from scvi.utils import setup_anndata_dsp, track
 
 from ..train import FiniteLossTrainingPlan, SafeTrainRunner
 from ._validation import (
@@ -130,6 +136,40 @@ def _source_categories(source_registry: dict, registry_key: str) -> np.ndarray:
     return np.asarray(state["categorical_mapping"])
 
 
+_COVARIATE_ARGS = ("size_factor_key", "categorical_covariate_keys", "continuous_covariate_keys")
+
+
+def covariate_fields(
+    size_factor_key: str | None,
+    categorical_covariate_keys: list[str] | None,
+    continuous_covariate_keys: list[str] | None,
+) -> list:
+    """scvi-tools' fields for size factors and covariates (as ``SCVI.setup_anndata``)."""
+    return [
+        NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+        CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+        NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+    ]
+
+
+def covariate_module_kwargs(adata_manager: AnnDataManager) -> dict:
+    """The module arguments that describe the registered covariates and size factors."""
+    registry = adata_manager.data_registry
+    n_cats = None
+    if REGISTRY_KEYS.CAT_COVS_KEY in registry:
+        state = adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+        n_cats = list(state.n_cats_per_key)
+    n_cont = 0
+    if REGISTRY_KEYS.CONT_COVS_KEY in registry:
+        state = adata_manager.get_state_registry(REGISTRY_KEYS.CONT_COVS_KEY)
+        n_cont = len(state.columns)
+    return {
+        "n_cats_per_cov": n_cats,
+        "n_continuous_cov": n_cont,
+        "use_size_factor_key": REGISTRY_KEYS.SIZE_FACTOR_KEY in registry,
+    }
+
+
 def check_setup_anndata(
     model_name: str,
     adata,
@@ -137,6 +177,7 @@ def check_setup_anndata(
     batch_key: str | None,
     labels_key: str | None,
     setup_kwargs: dict,
+    allow_non_integer_counts: bool = False,
 ):
     """Checks shared by the ``setup_anndata`` of every model (before any field is registered).
 
@@ -144,6 +185,12 @@ def check_setup_anndata(
     be the saved model's, and batches unseen in training need ``load_query_data``.
     """
     source = setup_kwargs.get("source_registry")
+    for name in _COVARIATE_ARGS:
+        if name in setup_kwargs:
+            raise TypeError(
+                f"{model_name}.setup_anndata does not take `{name}`: {model_name} has no "
+                "covariates or size factors (CapVI has)."
+            )
     check_not_empty(adata)
     check_layer(adata, layer)
     check_obs_key(adata, batch_key, "batch_key")
@@ -151,7 +198,10 @@ def check_setup_anndata(
         check_obs_key(adata, labels_key, "labels_key")
     where = data_location(layer)
     check_counts(
-        adata.X if layer is None else adata.layers[layer], where, warn_zero_genes=source is None
+        adata.X if layer is None else adata.layers[layer],
+        where,
+        warn_zero_genes=source is None,
+        allow_non_integer=allow_non_integer_counts,
     )
     if batch_key is not None:
         check_no_missing(adata, batch_key, "batch", "Assign those cells a batch or drop them.")
@@ -218,7 +268,12 @@ class HardenedModelMixin:
         check_layer(adata, layer)
         check_obs_key(adata, batch_key, "batch_key")
         x = adata.X if layer is None else adata.layers[layer]
-        check_counts(x, data_location(layer), warn_zero_genes=False)
+        check_counts(
+            x,
+            data_location(layer),
+            warn_zero_genes=False,
+            allow_non_integer=bool(setup_args.get("allow_non_integer_counts")),
+        )
         if batch_key is not None and not unseen_batches:
             check_known_categories(
                 adata.obs[batch_key],
@@ -256,9 +311,15 @@ class HardenedModelMixin:
 
     def _check_training_data(self):
         """Counts may have been changed in place since ``setup_anndata``: check them again."""
-        layer = self.registry_["setup_args"].get("layer")
+        setup_args = self.registry_["setup_args"]
         x = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        check_counts(x, data_location(layer), warn_zero_cells=False, warn_zero_genes=False)
+        check_counts(
+            x,
+            data_location(setup_args.get("layer")),
+            warn_zero_cells=False,
+            warn_zero_genes=False,
+            allow_non_integer=bool(setup_args.get("allow_non_integer_counts")),
+        )
 
     def train(self, *args, **kwargs):
         self._check_training_data()
@@ -277,6 +338,7 @@ class CountsSetupMixin:
         layer: str | None = None,
         batch_key: str | None = None,
         labels_key: str | None = None,
+        allow_non_integer_counts: bool = False,
         **kwargs,
     ):
         """%(summary)s.
@@ -287,9 +349,14 @@ class CountsSetupMixin:
         %(param_layer)s
         %(param_batch_key)s
         %(param_labels_key)s
+        allow_non_integer_counts
+            Accept non-integer values (ambient-corrected counts) with a warning instead of an
+            error.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        check_setup_anndata(cls.__name__, adata, layer, batch_key, labels_key, kwargs)
+        check_setup_anndata(
+            cls.__name__, adata, layer, batch_key, labels_key, kwargs, allow_non_integer_counts
+        )
         if labels_key is not None:
             check_no_missing(adata, labels_key, "label", "Label those cells or drop them.")
         anndata_fields = [
@@ -339,7 +406,7 @@ class ImportanceSampledLLMixin:
         n_mc_samples_per_pass
             Samples decoded in one vectorised pass; chosen from a memory budget if ``None``.
         progress_bar
-            Show a progress bar over minibatches × passes.
+            Show a progress bar over minibatches (style: ``scvi.settings.progress_bar_style``).
         """
         if int(n_mc_samples) < 1:
             raise ValueError(f"`n_mc_samples` must be >= 1, got {n_mc_samples}.")
@@ -353,26 +420,23 @@ class ImportanceSampledLLMixin:
         if per_pass < 1:
             raise ValueError(f"`n_mc_samples_per_pass` must be >= 1, got {per_pass}.")
         per_pass = min(per_pass, n_mc_samples)
-        n_passes = math.ceil(n_mc_samples / per_pass)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
         out = []
-        with tqdm(
-            total=len(loader) * n_passes,
-            desc="marginal LL",
+        # one step per minibatch, in scvi-tools' style (``scvi.settings.progress_bar_style``)
+        for tensors in track(
+            loader,
+            description=f"marginal LL ({n_mc_samples} samples per cell)",
             disable=not progress_bar,
-            leave=False,
-        ) as bar:
-            for tensors in loader:
-                acc = None
-                done = 0
-                while done < n_mc_samples:
-                    k = min(per_pass, n_mc_samples - done)
-                    log_w = self.module.log_importance_weights(tensors, n_samples=k)
-                    chunk = torch.logsumexp(log_w, dim=0)
-                    acc = chunk if acc is None else torch.logaddexp(acc, chunk)
-                    done += k
-                    bar.update(1)
-                out.append((acc - math.log(n_mc_samples)).cpu())
+        ):
+            acc = None
+            done = 0
+            while done < n_mc_samples:
+                k = min(per_pass, n_mc_samples - done)
+                log_w = self.module.log_importance_weights(tensors, n_samples=k)
+                chunk = torch.logsumexp(log_w, dim=0)
+                acc = chunk if acc is None else torch.logaddexp(acc, chunk)
+                done += k
+            out.append((acc - math.log(n_mc_samples)).cpu())
         ll = torch.cat(out).numpy()
         return float(ll.mean()) if return_mean else ll

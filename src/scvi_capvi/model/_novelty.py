@@ -57,7 +57,7 @@ class NoveltyMixin:
         for tensors in loader:
             x = tensors[REGISTRY_KEYS.X_KEY]
             if latent:
-                out = self.module.inference(x, tensors[REGISTRY_KEYS.BATCH_KEY])
+                out = self.module.inference(**self.module._get_inference_input(tensors))
                 logits.append(out["class_logits"].cpu())
                 means.append(out["qz"].loc.cpu())
             else:

@@ -92,6 +92,59 @@ def check_no_missing(adata: AnnData, key: str, what: str, fix: str):
         )
 
 
+# ---------------------------------------------------------------------- hyperparameters
+def check_int(name: str, value, minimum: int = 1, maximum: int | None = None):
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is an integer in range."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    ok = ok and value >= minimum and (maximum is None or value <= maximum)
+    if not ok:
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(f"`{name}` must be an integer >= {minimum}{upper}, got {value!r}.")
+
+
+def check_float(
+    name: str,
+    value,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+):
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is a finite number in range.
+
+    ``low`` / ``high`` are included unless ``low_open`` / ``high_open``.
+    """
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+    ok = ok and bool(np.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        left = "" if low is None else f"{'(' if low_open else '['}{low:g}, "
+        right = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+        where = f" in {left}{right}" if left and right else ""
+        if left and not right:
+            where = f" {'>' if low_open else '>='} {low:g}"
+        if right and not left:
+            where = f" {'<' if high_open else '<='} {high:g}"
+        raise ValueError(f"`{name}` must be a finite number{where}, got {value!r}.")
+
+
+def check_split(train_size, validation_size, batch_size):
+    """The ``train`` arguments shared by every model: split fractions and minibatch size."""
+    check_float("train_size", train_size, 0.0, 1.0, low_open=True)
+    if validation_size is not None:
+        check_float("validation_size", validation_size, 0.0, 1.0, high_open=True)
+        if train_size + validation_size > 1.0 + 1e-9:
+            raise ValueError(
+                f"`train_size` + `validation_size` must be <= 1, got {train_size} + "
+                f"{validation_size}."
+            )
+    check_int("batch_size", batch_size, 1)
+
+
 # ---------------------------------------------------------------------- counts
 @dataclass
 class CountSummary:
@@ -128,17 +181,20 @@ def check_counts(
     max_backed_rows: int = MAX_BACKED_ROWS,
     warn_zero_cells: bool = True,
     warn_zero_genes: bool = True,
+    allow_non_integer: bool = False,
 ) -> CountSummary:
     """Raise unless ``x`` holds raw counts; warn about all-zero cells and genes.
 
     ``x`` may be a dense array, a CSR / CSC matrix, or a backed (h5py / anndata sparse)
-    dataset; only the first ``max_backed_rows`` rows of a backed matrix are read.
+    dataset; only the first ``max_backed_rows`` rows of a backed matrix are read. With
+    ``allow_non_integer``, non-integer values (ambient-corrected counts) give a warning instead.
 
     Raises
     ------
     ValueError
         NaN / inf, negative or non-integer values (log-normalised or scaled data).
     """
+    warned_fraction = False
     n_rows, n_cols = x.shape
     row_sums, col_sums, n_checked = [], np.zeros(n_cols), 0
     for values, block in _value_blocks(x, max_backed_rows):
@@ -157,13 +213,22 @@ def check_counts(
                 "setup_anndata(adata, layer='counts')."
             )
         fractional = values != np.floor(values)
-        if fractional.any():
+        if fractional.any() and not allow_non_integer:
             example = values[fractional][0]
             raise ValueError(
                 f"{where} has non-integer values (e.g. {example:g}), so it does not hold raw "
                 "counts (normalised or log-transformed data?). Pass the raw UMI counts, e.g. "
-                "setup_anndata(adata, layer='counts'); round ambient-corrected counts first "
-                "(np.rint)."
+                "setup_anndata(adata, layer='counts'). For counts that are non-integer on "
+                "purpose (ambient-corrected, e.g. SoupX or CellBender), pass "
+                "setup_anndata(..., allow_non_integer_counts=True)."
+            )
+        if fractional.any() and not warned_fraction:
+            warned_fraction = True
+            _warn(
+                f"{where} has non-integer values (e.g. {values[fractional][0]:g}); they are "
+                "used as counts (allow_non_integer_counts=True). The count likelihood is "
+                "evaluated at non-integer values, so likelihoods are not comparable with "
+                "those of raw counts."
             )
         if block is not None:
             row_sums.append(np.asarray(block.sum(axis=1)).ravel())
@@ -319,3 +384,39 @@ def check_var_names(var_names: Sequence, reference: Sequence, fix: str):
         parts.append(f"adata has {len(extra)} genes the model was not trained on "
                      f"({_preview(extra)})")  # fmt: skip
     raise ValueError(f"{'; '.join(parts)}. {fix}")
+
+
+# ---------------------------------------------------------------------- covariates
+def check_covariates(
+    adata: AnnData,
+    size_factor_key: str | None,
+    categorical_covariate_keys: Sequence[str] | None,
+    continuous_covariate_keys: Sequence[str] | None,
+):
+    """The covariate columns of ``setup_anndata`` exist, have no missing values, and size
+    factors are positive and finite."""
+    for argument, keys in (
+        ("categorical_covariate_keys", categorical_covariate_keys),
+        ("continuous_covariate_keys", continuous_covariate_keys),
+    ):
+        if keys is None:
+            continue
+        if isinstance(keys, str):
+            raise TypeError(f"`{argument}` must be a list of column names, got {keys!r}.")
+        for key in keys:
+            check_obs_key(adata, key, argument)
+            check_no_missing(adata, key, argument, "Fill or drop those cells first.")
+    for key in continuous_covariate_keys or []:
+        values = pd.to_numeric(adata.obs[key], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(values).all():
+            raise ValueError(
+                f"adata.obs[{key!r}] (continuous_covariate_keys) must be finite numbers."
+            )
+    if size_factor_key is not None:
+        check_obs_key(adata, size_factor_key, "size_factor_key")
+        values = pd.to_numeric(adata.obs[size_factor_key], errors="coerce").to_numpy(float)
+        if not (np.isfinite(values).all() and (values > 0).all()):
+            raise ValueError(
+                f"adata.obs[{size_factor_key!r}] (size_factor_key) must be positive and finite "
+                "for every cell."
+            )

@@ -26,6 +26,7 @@ from ._mixins import (
     ImportanceSampledLLMixin,
     library_size_prior,
 )
+from ._validation import check_float, check_int, check_split
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -115,6 +116,12 @@ class VampVI(
         use_observed_lib_size: bool = True,
         **module_kwargs,
     ):
+        check_int("n_hidden", n_hidden)
+        check_int("n_latent", n_latent)
+        check_int("n_layers", n_layers)
+        check_float("dropout_rate", dropout_rate, 0.0, 1.0, high_open=True)
+        check_int("n_pseudo_inputs", n_pseudo_inputs)
+        check_int("n_flows", n_flows)
         super().__init__(adata)
         n_batch = self.summary_stats.n_batch
         library_log_means, library_log_vars = None, None
@@ -167,16 +174,69 @@ class VampVI(
         counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
         return counts.astype(np.float32), batch.reshape(-1)[idx].astype(np.int64)
 
-    def train(self, *args, plan_kwargs: dict | None = None, **kwargs):
-        """Train with the full, unannealed KL by default (paper 001 §1-2).
+    def train(
+        self,
+        max_epochs: int | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        batch_size: int = 128,
+        early_stopping: bool = False,
+        datasplitter_kwargs: dict | None = None,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train the model, with the full, unannealed KL by default (paper 001 §1-2).
 
-        scvi-tools' ``TrainingPlan`` anneals the KL weight over 400 epochs; paper 001 argues
-        against down-weighting it, so ``n_epochs_kl_warmup`` defaults to ``None`` here. Pass
-        ``plan_kwargs={"n_epochs_kl_warmup": 400}`` for scVI's schedule. All other arguments
-        are those of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`.
+        As :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`, except that
+        ``n_epochs_kl_warmup`` defaults to ``None``: scvi-tools' plan anneals the KL weight
+        over 400 epochs, and the VampPrior paper argues against down-weighting it. Pass
+        ``plan_kwargs={"n_epochs_kl_warmup": 400}`` for scVI's schedule.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of passes through the data (default: scvi-tools' heuristic,
+            :func:`scvi.model._utils.get_max_epochs_heuristic`).
+        accelerator, devices
+            Where to train (``"cpu"``, ``"gpu"``, ``"auto"``; a device count or list).
+        train_size, validation_size
+            Fractions of cells for training and validation (the rest is the test set, kept in
+            ``model.test_indices``).
+        shuffle_set_split
+            Shuffle cells before splitting (otherwise the split is sequential).
+        batch_size
+            Minibatch size.
+        early_stopping
+            Stop when the validation loss stops improving (``early_stopping_monitor``,
+            ``early_stopping_patience`` go in ``trainer_kwargs``).
+        datasplitter_kwargs
+            Passed to :class:`scvi.dataloaders.DataSplitter`.
+        plan_kwargs
+            Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``,
+            ``n_epochs_kl_warmup``, ...).
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (``enable_progress_bar``, ``callbacks``, ...).
         """
+        check_split(train_size, validation_size, batch_size)
+        if max_epochs is not None:
+            check_int("max_epochs", max_epochs, 1)
         plan_kwargs = {"n_epochs_kl_warmup": None, **dict(plan_kwargs or {})}
-        return super().train(*args, plan_kwargs=plan_kwargs, **kwargs)
+        return super().train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            train_size=train_size,
+            validation_size=validation_size,
+            shuffle_set_split=shuffle_set_split,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            datasplitter_kwargs=datasplitter_kwargs,
+            plan_kwargs=plan_kwargs,
+            **trainer_kwargs,
+        )
 
     @torch.inference_mode()
     def get_latent_representation(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,11 @@ from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
 from ._utils import normalize_log1p
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+_NORM_PLACES = ("encoder", "decoder", "none", "both")
 
 
 def _one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
@@ -142,6 +147,21 @@ class CapVIModule(BaseModuleClass):
         Weight of that cross-entropy (scANVI's default, 50); only with ``semi_supervised``.
     class_weights
         ``(C,)`` weights of the stage-1 cross-entropy (inverse class frequency).
+    prior_init_scale
+        Standard deviation of the centroids' random initialisation.
+    n_continuous_cov, n_cats_per_cov
+        Number of continuous covariates, and categories of each categorical covariate
+        (registered with ``categorical_covariate_keys`` / ``continuous_covariate_keys``). As in
+        :class:`scvi.module.VAE`, they enter the decoder, and the encoders too with
+        ``encode_covariates=True``; the batch always enters both.
+    encode_covariates
+        Give the covariates to the encoders as well.
+    use_size_factor_key
+        Scale the decoded expression by the registered size factors (``size_factor_key``)
+        instead of the library size, as :class:`scvi.module.VAE`.
+    use_batch_norm, use_layer_norm
+        Where to normalise hidden layers: ``"encoder"``, ``"decoder"``, ``"both"`` or
+        ``"none"`` (as :class:`scvi.module.VAE`; CapVI: batch norm in the encoders).
     """
 
     def __init__(
@@ -169,6 +189,12 @@ class CapVIModule(BaseModuleClass):
         classification_ratio: float = 50.0,
         class_weights=None,
         prior_init_scale: float = 1.0,
+        n_continuous_cov: int = 0,
+        n_cats_per_cov: Iterable[int] | None = None,
+        encode_covariates: bool = False,
+        use_size_factor_key: bool = False,
+        use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "encoder",
+        use_layer_norm: Literal["encoder", "decoder", "none", "both"] = "none",
     ):
         super().__init__()
         if n_labels < 1:
@@ -181,6 +207,12 @@ class CapVIModule(BaseModuleClass):
             raise ValueError(f"`gene_likelihood` must be 'zinb' or 'nb', got {gene_likelihood!r}.")
         if dispersion not in ("gene-batch", "gene"):
             raise ValueError(f"`dispersion` must be 'gene-batch' or 'gene', got {dispersion!r}.")
+        for name, value in (
+            ("use_batch_norm", use_batch_norm),
+            ("use_layer_norm", use_layer_norm),
+        ):
+            if value not in _NORM_PLACES:
+                raise ValueError(f"`{name}` must be one of {_NORM_PLACES}, got {value!r}.")
         self.n_input = n_input
         self.n_labels = n_labels
         self.n_batch = n_batch
@@ -188,14 +220,19 @@ class CapVIModule(BaseModuleClass):
         self.mixing_penalty = mixing_penalty
         self.gene_likelihood = gene_likelihood
         self.dispersion = dispersion
-        self.use_observed_lib_size = use_observed_lib_size
+        # as scvi.module.VAE: size factors replace the library, which is then observed
+        self.use_size_factor_key = use_size_factor_key
+        self.use_observed_lib_size = use_size_factor_key or use_observed_lib_size
+        self.encode_covariates = encode_covariates
+        self.n_continuous_cov = int(n_continuous_cov)
+        self.n_cats_per_cov = [int(n) for n in (n_cats_per_cov or [])]
         self.use_labels = use_labels
         self.semi_supervised = semi_supervised
         if classification_ratio < 0:
             raise ValueError(f"`classification_ratio` must be >= 0, got {classification_ratio}.")
         self.classification_ratio = classification_ratio
 
-        if not use_observed_lib_size:
+        if not self.use_observed_lib_size:
             if library_log_means is None or library_log_vars is None:
                 raise ValueError(
                     "`library_log_means` and `library_log_vars` are required when "
@@ -207,31 +244,43 @@ class CapVIModule(BaseModuleClass):
         n_disp = max(n_batch, 1) if dispersion == "gene-batch" else 1
         self.px_r = nn.Parameter(torch.randn(n_input, n_disp))
 
-        cat_list = [n_batch]
+        # the batch enters encoders and decoder (paper 000); other covariates as in scVI
+        cat_list = [n_batch, *self.n_cats_per_cov]
+        encoder_cat_list = cat_list if encode_covariates else [n_batch]
+        n_input_encoder = n_input + self.n_continuous_cov * encode_covariates
+        norms = {
+            "use_batch_norm": use_batch_norm in ("encoder", "both"),
+            "use_layer_norm": use_layer_norm in ("encoder", "both"),
+        }
         self.z_encoder = Encoder(
-            n_input,
+            n_input_encoder,
             n_latent,
-            n_cat_list=cat_list,
+            n_cat_list=encoder_cat_list,
             n_layers=n_layers,
             n_hidden=n_hidden,
             dropout_rate=dropout_rate,
             return_dist=True,
+            **norms,
         )
         self.l_encoder = Encoder(
-            n_input,
+            n_input_encoder,
             1,
             n_layers=1,
-            n_cat_list=cat_list,
+            n_cat_list=encoder_cat_list,
             n_hidden=n_hidden,
             dropout_rate=dropout_rate,
             return_dist=True,
+            **norms,
         )
         self.decoder = DecoderSCVI(
-            n_latent,
+            n_latent + self.n_continuous_cov,
             n_input,
             n_cat_list=cat_list,
             n_layers=n_layers,
             n_hidden=n_hidden,
+            use_batch_norm=use_batch_norm in ("decoder", "both"),
+            use_layer_norm=use_layer_norm in ("decoder", "both"),
+            scale_activation="softplus" if use_size_factor_key else "softmax",
         )
         # LayerNorm rather than BatchNorm: a frozen classifier (stage 2) then has no running
         # statistics that would drift, and predictions do not depend on the minibatch.
@@ -303,25 +352,37 @@ class CapVIModule(BaseModuleClass):
         return {
             "x": tensors[REGISTRY_KEYS.X_KEY],
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+            "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
         }
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        size_factor = tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY)
         return {
             "z": inference_outputs["z"],
             "library": inference_outputs["library"],
             "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
+            "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            "size_factor": None if size_factor is None else torch.log(size_factor),
         }
 
     @auto_move_data
-    def inference(self, x, batch_index, n_samples: int = 1):
-        """q(z|x,s), q(l|x,s) and q(c|x)."""
+    def inference(self, x, batch_index, cont_covs=None, cat_covs=None, n_samples: int = 1):
+        """q(z|x,s), q(l|x,s) and q(c|x) (covariates as :class:`scvi.module.VAE`)."""
         x_log = torch.log1p(x)
-        qz, z = self.z_encoder(x_log, batch_index)
+        categorical = ()
+        if self.encode_covariates:
+            if cont_covs is not None:
+                x_log = torch.cat((x_log, cont_covs), dim=-1)
+            if cat_covs is not None:
+                categorical = torch.split(cat_covs, 1, dim=1)
+        qz, z = self.z_encoder(x_log, batch_index, *categorical)
         if self.use_observed_lib_size:
             ql = None
             library = torch.log(x.sum(-1, keepdim=True).clamp_min(1.0))
         else:
-            ql, library = self.l_encoder(x_log, batch_index)
+            ql, library = self.l_encoder(x_log, batch_index, *categorical)
         if n_samples > 1:
             z = qz.rsample((n_samples,))
             library = (
@@ -338,11 +399,30 @@ class CapVIModule(BaseModuleClass):
         }
 
     @auto_move_data
-    def generative(self, z, library, batch_index, transform_batch=None):
-        """p(x | z, l, s): ZINB (or NB) with gene-batch dispersion."""
+    def generative(
+        self,
+        z,
+        library,
+        batch_index,
+        cont_covs=None,
+        cat_covs=None,
+        size_factor=None,
+        transform_batch=None,
+    ):
+        """p(x | z, l, s): ZINB (or NB) with gene or gene-batch dispersion."""
         if transform_batch is not None:
             batch_index = torch.full_like(batch_index, int(transform_batch))
-        px_scale, _, px_rate, px_dropout = self.decoder("gene", z, library, batch_index)
+        decoder_input = z
+        if cont_covs is not None:
+            if z.dim() != cont_covs.dim():  # several posterior samples per cell
+                cont_covs = cont_covs.unsqueeze(0).expand(z.size(0), -1, -1)
+            decoder_input = torch.cat([z, cont_covs], dim=-1)
+        categorical = () if cat_covs is None else torch.split(cat_covs, 1, dim=1)
+        if not self.use_size_factor_key or size_factor is None:
+            size_factor = library
+        px_scale, _, px_rate, px_dropout = self.decoder(
+            "gene", decoder_input, size_factor, batch_index, *categorical
+        )
         if self.dispersion == "gene-batch":
             px_r = F.linear(_one_hot(batch_index, self.n_batch), self.px_r)
         else:
@@ -459,9 +539,10 @@ class CapVIModule(BaseModuleClass):
         ``c`` is summed out exactly in ``log p(z)`` (a C-component mixture), so the estimate
         targets the marginal ``log p(x)``. All draws are decoded in one flattened pass.
         """
-        x = tensors[REGISTRY_KEYS.X_KEY].to(self.device)
-        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(self.device)
-        inf = self.inference(x, batch_index, n_samples=1)
+        inputs = self._get_inference_input(tensors)
+        inputs = {k: None if v is None else v.to(self.device) for k, v in inputs.items()}
+        x, batch_index = inputs["x"], inputs["batch_index"]
+        inf = self.inference(**inputs, n_samples=1)
         qz, ql = inf["qz"], inf["ql"]
         z = qz.sample((n_samples,))  # (K, n, D)
         k, n = z.shape[:2]
@@ -469,8 +550,13 @@ class CapVIModule(BaseModuleClass):
             library = ql.sample((n_samples,))
         else:
             library = inf["library"].expand(n_samples, n, 1)
-        flat_batch = batch_index.repeat(k, 1)
-        px = self.generative(z.reshape(k * n, -1), library.reshape(k * n, 1), flat_batch)["px"]
+        # all K draws decoded in one pass: repeat each cell's covariates K times
+        gen = self._get_generative_input(tensors, inf)
+        gen = {
+            key: None if gen[key] is None else gen[key].to(self.device).repeat(k, 1)
+            for key in ("batch_index", "cont_covs", "cat_covs", "size_factor")
+        }
+        px = self.generative(z.reshape(k * n, -1), library.reshape(k * n, 1), **gen)["px"]
         log_px = px.log_prob(x.repeat(k, 1)).sum(-1).view(k, n)
         log_w = log_px + self.log_prior_z(z) - qz.log_prob(z).sum(-1)
         if ql is not None:

@@ -178,14 +178,18 @@ def training_curves(
     ----------
     history
         ``model.history`` of an scvi-tools model; CapVI's keys are prefixed ``stage1_``,
-        ``stage2_``, ``stage3_`` (one panel each), other models get one panel.
+        ``stage2_``, ``stage3_`` (one panel each; its copy of the last stage under unprefixed
+        names is not drawn twice), other models get one panel.
     title
         Figure title.
     """
     import matplotlib.pyplot as plt
 
     stages: dict[str, dict[str, pd.DataFrame]] = {}
+    staged = any(key.startswith("stage") for key in history)
     for key, frame in history.items():
+        if staged and not key.startswith("stage"):
+            continue  # CapVI's last stage, repeated under scvi-tools' names
         stage, name = _stage_of(key)
         stages.setdefault(stage, {})[name] = frame
     curves = {}

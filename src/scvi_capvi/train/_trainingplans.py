@@ -17,6 +17,7 @@ STAGE_MONITORS = {
     "joint": "reconstruction_loss_validation",
 }
 STAGE_NUMBERS = {"classifier": 1, "frozen": 2, "joint": 3}
+STAGE_TITLES = {"classifier": "classifier", "frozen": "frozen classifier", "joint": "end to end"}
 
 
 def nonfinite_terms(loss_output) -> list[str]:

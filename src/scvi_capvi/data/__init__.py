@@ -1,7 +1,7 @@
 """Dataset loaders."""
 
-from ._datasets import list_datasets, pbmc68k_reduced, read_dataset
+from ._datasets import kang2018, list_datasets, pbmc68k_reduced, read_dataset
 from ._pbmc11k import pbmc11k
 
 __all__: list[str] = []
-__all__ += ["list_datasets", "pbmc11k", "pbmc68k_reduced", "read_dataset"]
+__all__ += ["kang2018", "list_datasets", "pbmc11k", "pbmc68k_reduced", "read_dataset"]

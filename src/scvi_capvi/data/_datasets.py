@@ -1,4 +1,5 @@
-"""Loaders for the benchmark datasets: local ``.h5ad`` copies and scanpy's bundled PBMC 68k."""
+"""Loaders for the benchmark datasets: local ``.h5ad`` copies, downloads from pinned public
+sources (cached) and scanpy's bundled PBMC 68k."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from ._sources import SOURCES, build_dataset, default_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +128,8 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     Returns
     -------
     One row per dataset (index ``name``): ``n_cells``, ``n_genes``, ``n_cell_types``,
-    ``n_batches``, ``description``, ``path`` (``None`` when absent) and ``available``.
+    ``n_batches``, ``description``, ``path`` (``None`` when absent), ``available`` and
+    ``downloadable`` (:func:`read_dataset` can fetch it when absent).
     Files found locally but not in the registry are listed too, with unknown sizes.
     """
     dirs = _candidate_data_dirs(data_dir)
@@ -144,6 +148,7 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
                 "description": info.description if info else "",
                 "path": str(path) if path is not None else None,
                 "available": path is not None,
+                "downloadable": name in SOURCES,
             }
         )
     return pd.DataFrame(rows).set_index("name")
@@ -171,12 +176,19 @@ def _check_counts(X, where: str) -> None:
         )
 
 
-def read_dataset(name: str, data_dir: str | os.PathLike | None = None) -> ad.AnnData:
-    """Read a benchmark dataset from a local ``<data_dir>/<name>.h5ad`` copy.
+def read_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> ad.AnnData:
+    """Read a benchmark dataset from a local ``<name>.h5ad``, downloading it when possible.
 
     The six registered datasets (:func:`list_datasets`) were assembled from public GitHub
-    repositories (provenance in ``shared/data/SOURCES.md``) and have no stable download URL:
-    they are only available as local copies.
+    repositories (provenance in ``shared/data/SOURCES.md``). Those with a pinned download
+    source (``kang2018_pbmc_ifnb_muscat_subset``) are looked for in ``data_dir``, then in the
+    cache folder, and otherwise downloaded, checked against their SHA-256, converted and
+    written to the cache folder; the others are only available as local copies.
 
     Parameters
     ----------
@@ -185,6 +197,12 @@ def read_dataset(name: str, data_dir: str | os.PathLike | None = None) -> ad.Ann
     data_dir
         Folder holding the file. Defaults to ``$SCVI_CAPVI_DATA_DIR``, then to ``shared/data``
         next to a source checkout.
+    download
+        Download a dataset that has a source and is in neither ``data_dir`` nor the cache
+        (needs network access; the conversion needs ``pip install "scvi-capvi[data]"``).
+    cache_dir
+        Folder for downloaded datasets. Defaults to ``$SCVI_CAPVI_CACHE_DIR``, then to
+        ``~/.cache/scvi-capvi``.
 
     Returns
     -------
@@ -194,23 +212,35 @@ def read_dataset(name: str, data_dir: str | os.PathLike | None = None) -> ad.Ann
     Raises
     ------
     FileNotFoundError
-        When no ``<name>.h5ad`` is found; the message lists where it looked and what exists.
+        When no ``<name>.h5ad`` is found and none is downloaded; the message lists where it
+        looked and what exists.
     ValueError
-        When the file lacks ``obs["cell_type"]`` / ``obs["batch"]`` or ``X`` is not counts.
+        When the file lacks ``obs["cell_type"]`` / ``obs["batch"]`` or ``X`` is not counts, or
+        when a download does not match its SHA-256.
     """
     dirs = _candidate_data_dirs(data_dir)
     path = _find_file(name, dirs)
+    if path is None and name in SOURCES:
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        dirs.append(cache)
+        path = _find_file(name, [cache])
+        if path is None and download:
+            path = build_dataset(name, cache)
     if path is None:
         looked = ", ".join(str(d) for d in dirs) or (
             f"nowhere: pass data_dir or set ${DATA_DIR_ENV}"
         )
         found = _available_names(dirs)
-        hint = (
-            f"'{name}' is only available as a local copy (built from GitHub repositories, "
-            f"no stable download URL); point data_dir or ${DATA_DIR_ENV} at the folder holding it."
-            if name in _REGISTRY
-            else f"Unknown dataset '{name}'; registered names: {', '.join(_REGISTRY)}."
-        )
+        if name in SOURCES:
+            hint = f"Call with download=True to fetch it from {SOURCES[name].url}."
+        elif name in _REGISTRY:
+            hint = (
+                f"'{name}' is only available as a local copy (built from GitHub repositories, "
+                f"no stable download URL); point data_dir or ${DATA_DIR_ENV} at the folder "
+                "holding it."
+            )
+        else:
+            hint = f"Unknown dataset '{name}'; registered names: {', '.join(_REGISTRY)}."
         raise FileNotFoundError(
             f"No '{name}.h5ad' found. Looked in: {looked}. "
             f"Datasets there: {', '.join(found) or 'none'}. {hint}"
@@ -240,6 +270,47 @@ def read_dataset(name: str, data_dir: str | os.PathLike | None = None) -> ad.Ann
         )
     logger.info("Read %s: %d cells x %d genes", path, adata.n_obs, adata.n_vars)
     return adata
+
+
+def kang2018(
+    save_path: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> ad.AnnData:
+    """Kang et al. (2018) PBMCs, control and IFN-beta stimulated: muscat's 1,556-cell subset.
+
+    1,556 cells x 1,267 genes of GEO GSE96583 (batch 2, 10x Chromium v2) as shipped in
+    muscat's ``data/example_sce.rda`` (Crowell et al. 2020), at most 100 cells per cluster and
+    sample. Read from a local ``kang2018_pbmc_ifnb_muscat_subset.h5ad`` in ``data_dir`` or
+    ``save_path`` when there; otherwise the ``.rda`` is downloaded from GitHub (pinned commit,
+    SHA-256 checked), converted (needs ``pip install "scvi-capvi[data]"``) and the ``.h5ad``
+    written to ``save_path``. See :func:`read_dataset`.
+
+    Parameters
+    ----------
+    save_path
+        Folder for the download and the converted ``.h5ad``. Defaults to
+        ``$SCVI_CAPVI_CACHE_DIR``, then to ``~/.cache/scvi-capvi``.
+    data_dir
+        Folder of local dataset copies, looked in first. Defaults to ``$SCVI_CAPVI_DATA_DIR``,
+        then to ``shared/data`` next to a source checkout.
+    download
+        Download the source when no ``.h5ad`` is found (needs network access).
+
+    Returns
+    -------
+    AnnData: ``X`` and ``layers["counts"]`` int32 CSR UMI counts; ``obs["cell_type"]`` (5
+    author annotations, muscat's ``cluster_id``), ``obs["batch"]`` (4 samples: ``ctrl101``,
+    ``ctrl107``, ``stim101``, ``stim107``), ``obs["condition"]`` (``ctrl`` / ``stim``) and
+    ``obs["donor"]`` (``101`` / ``107``). The batch is confounded with the stimulation: use
+    ``donor`` for purely technical batches.
+    """
+    return read_dataset(
+        "kang2018_pbmc_ifnb_muscat_subset",
+        data_dir=data_dir,
+        download=download,
+        cache_dir=save_path,
+    )
 
 
 def pbmc68k_reduced(atol: float = 0.05) -> ad.AnnData:

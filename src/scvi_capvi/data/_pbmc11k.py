@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import tarfile
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandas as pd
 from scipy import sparse
 
 from ._datasets import DATA_DIR_ENV, _candidate_data_dirs
+from ._sources import _download
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +29,6 @@ _TENX_URL = "http://cf.10xgenomics.com/samples/cell-exp/2.1.0/{name}/{name}_filt
 
 
 # --- download (needs network; not exercised by the offline tests) --------------------------
-def _download(url: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("Downloading %s to %s", url, path)
-    tmp = path.with_suffix(path.suffix + ".part")
-    request = urllib.request.Request(url, headers={"User-Agent": "scvi-capvi"})
-    with urllib.request.urlopen(request) as response, open(tmp, "wb") as f:
-        while chunk := response.read(1 << 20):
-            f.write(chunk)
-    tmp.replace(path)
-
-
 def _download_10x(name: str, folder: Path) -> None:
     archive = folder / f"{name}_filtered_gene_bc_matrices.tar.gz"
     if not archive.is_file():

@@ -245,7 +245,8 @@ def _vae_epochs(config: BenchmarkConfig) -> int | None:
 
 
 def _trainer_kwargs(config: BenchmarkConfig) -> dict:
-    return {"enable_progress_bar": False}
+    # one epoch bar per training run (CapVI: per stage), so a long fit shows its progress
+    return {"enable_progress_bar": config.progress_bar}
 
 
 def _eval_copy(adata: AnnData, unlabel: bool = False) -> AnnData:

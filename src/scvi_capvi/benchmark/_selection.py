@@ -18,6 +18,7 @@ import io
 import itertools
 import logging
 import tempfile
+import time
 import warnings
 
 import numpy as np
@@ -144,6 +145,9 @@ def tune_capvi(
             },
         }
         # Ray Tune prints a status table per trial event: keep it out of the console
+        n_configs = int(np.prod([len(v) for v in grid.values()]))
+        log(f"  {n_configs} configurations on Ray Tune (no output until all have finished)...")
+        start = time.perf_counter()
         captured = io.StringIO()
         with (
             tempfile.TemporaryDirectory(prefix="capvi_tune_") as tmp,
@@ -162,20 +166,26 @@ def tune_capvi(
                 if col.endswith(f"/{key}"):
                     rename[col] = key
         frame = frame.rename(columns=rename)
+        log(f"  {n_configs} configurations scored in {time.perf_counter() - start:.0f} s")
         return frame[[*keys, metric]].reset_index(drop=True).assign(backend="ray")
 
     rows = []
+    n_configs = int(np.prod([len(v) for v in grid.values()]))
     for values in itertools.product(*grid.values()):
         params = dict(zip(keys, values))
         model_kwargs, plan_kwargs = _split_params({**fixed, **params})
         scvi.settings.seed = seed
+        start = time.perf_counter()
         model = TunableCapVI(adata, **{**PAPER_ARCHITECTURE, **model_kwargs})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             model.train(**train_params, plan_kwargs=plan_kwargs, tune_metric=metric,
                         tune_mc_samples=n_mc_samples)  # fmt: skip
         rows.append({**params, metric: model.tune_score_})
-        log(f"  {params}: {metric} = {model.tune_score_:.4f}")
+        log(
+            f"  {len(rows)}/{n_configs} {params}: {metric} = {model.tune_score_:.4f} "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
     return pd.DataFrame(rows).assign(backend="local")
 
 

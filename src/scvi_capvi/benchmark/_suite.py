@@ -188,12 +188,11 @@ def run_dataset(
         config = replace(config, capvi_kwargs={**config.capvi_kwargs, **chosen})
 
     rows, outputs, lisi_values = {}, {}, {}
-    bar = tqdm(methods, desc=f"{name}", disable=not config.progress_bar, leave=True)
-    for method in bar:
-        bar.set_postfix_str(method.name)
+    for position, method in enumerate(methods, start=1):
         if method.needs_batches and n_batches < 2:
             info["skipped"][method.name] = "needs at least two batches"
             continue
+        log(f"[{name}] {position}/{len(methods)} {method.name}: fitting...")
         start = time.perf_counter()
         try:
             output: MethodOutput = method.fit(adata, split, config)
@@ -205,6 +204,7 @@ def run_dataset(
             info["skipped"][method.name] = f"failed: {type(err).__name__}: {err}"[:300]
             log(f"[{name}] {method.name} FAILED:\n{traceback.format_exc()}")
             continue
+        log(f"[{name}] {method.name}: fitted in {time.perf_counter() - start:.0f} s")
         bad = nonfinite_validation(output.history)
         if bad:
             info["skipped"][method.name] = f"failed: non-finite validation loss ({bad})"

@@ -50,7 +50,7 @@ for _nb in sorted(_NB_SRC.glob("*.ipynb")):
 myst_enable_extensions = ["amsmath", "colon_fence", "deflist", "dollarmath", "html_image"]
 myst_heading_anchors = 3
 nb_execution_mode = "off"
-nb_output_stderr = "remove"
+nb_output_stderr = "show"  # warnings and progress as a user sees them
 nb_merge_streams = True
 
 # ---------------------------------------------------------------- API docs

@@ -7,6 +7,7 @@ installed ``scvi-capvi`` instead. For comparison, ``import scvi_capvi.benchmark`
 command paid before the package's import became lazy) is timed too.
 
     OMP_NUM_THREADS=1 python benchmarks/cli_startup.py --runs 5
+    python benchmarks/cli_startup.py --commands help   # e.g. for a version without `list`
 
 Writes ``benchmarks/results/cli_startup.json`` and prints the table. Standard library only.
 """
@@ -43,7 +44,11 @@ def main() -> None:
     parser.add_argument(
         "--console-script", action="store_true", help="time the installed `scvi-capvi`"
     )
-    parser.add_argument("--skip-import", action="store_true", help="do not time the import")
+    parser.add_argument(
+        "--commands",
+        default="help,version,list,import",
+        help="which to time, comma-separated (help, version, list, import)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cli_startup.json")
     args = parser.parse_args()
 
@@ -57,15 +62,16 @@ def main() -> None:
         cli = [exe]
     else:
         cli = [sys.executable, "-m", "scvi_capvi._cli"]
-    commands = {
-        "scvi-capvi --help": [*cli, "--help"],
-        "scvi-capvi --version": [*cli, "--version"],
-        "scvi-capvi list": [*cli, "list"],
+    every = {
+        "help": ("scvi-capvi --help", [*cli, "--help"]),
+        "version": ("scvi-capvi --version", [*cli, "--version"]),
+        "list": ("scvi-capvi list", [*cli, "list"]),
+        "import": (
+            "python -c 'import scvi_capvi.benchmark'",
+            [sys.executable, "-c", "import scvi_capvi.benchmark"],
+        ),
     }
-    if not args.skip_import:
-        commands["python -c 'import scvi_capvi.benchmark'"] = [
-            sys.executable, "-c", "import scvi_capvi.benchmark",
-        ]  # fmt: skip
+    commands = dict(every[key] for key in args.commands.split(","))
 
     rows = []
     for name, cmd in commands.items():

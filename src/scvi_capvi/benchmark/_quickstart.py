@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scvi
 
+from scvi_capvi._catalog import QUICKSTART_EPOCHS
 from scvi_capvi.data import pbmc68k_reduced
 
 from ._runs import (
@@ -19,9 +20,8 @@ from ._runs import (
     fit_scvi_as_users_run_it,
 )
 
-# Epoch caps: CapVI's two ELBO stages share SCVI's 150 epochs (stage 1, the classifier alone,
-# early-stops on its validation cross-entropy).
-QUICK_EPOCHS = {"classifier_epochs": 150, "frozen_epochs": 75, "max_epochs": 75}
+# Epoch caps (in the command line's catalog, which shows them in `scvi-capvi quickstart -h`)
+QUICK_EPOCHS = QUICKSTART_EPOCHS
 
 
 def quickstart(

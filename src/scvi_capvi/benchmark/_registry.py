@@ -25,6 +25,7 @@ import pandas as pd
 import scvi
 from anndata import AnnData
 
+from scvi_capvi._catalog import METHOD_INFO, QUICK_SETTINGS, pbmc11k_available
 from scvi_capvi.data import list_datasets, pbmc11k, pbmc68k_reduced, read_dataset
 from scvi_capvi.metrics import PROBE_KS
 
@@ -73,15 +74,7 @@ class BenchmarkConfig:
     def quick(cls, **overrides) -> BenchmarkConfig:
         """The ``--quick`` settings: tens of epochs, 100 importance samples, fast scIB metrics,
         at most 2,000 cells per dataset, a 2 x 2 CapVI grid."""
-        base = cls(
-            max_epochs=40,
-            n_mc_samples=100,
-            probe_epochs=10,
-            scib_fast=True,
-            n_pseudo_inputs=100,
-            max_cells=2000,
-        )
-        return replace(base, **overrides)
+        return replace(cls(**QUICK_SETTINGS), **overrides)
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -94,22 +87,9 @@ def available_datasets(data_dir: str | os.PathLike | None = None) -> list[str]:
         names += [n for n in table.index if bool(table.loc[n].get("available", True))]
     except Exception as err:
         warnings.warn(f"No local datasets listed ({err}).", UserWarning, stacklevel=2)
-    if _pbmc11k_available(data_dir):
+    if pbmc11k_available(data_dir):
         names.append("pbmc11k")
     return list(dict.fromkeys(names))
-
-
-def _pbmc11k_available(data_dir) -> bool:
-    from scvi_capvi.data._datasets import _candidate_data_dirs
-    from scvi_capvi.data._pbmc11k import _find_mtx_folder
-
-    for folder in _candidate_data_dirs(data_dir):
-        runs = [folder / "10x" / run for run in ("pbmc4k", "pbmc8k")]
-        if (folder / "pbmc11k_metadata").is_dir() and all(
-            run.is_dir() and _find_mtx_folder(run) is not None for run in runs
-        ):
-            return True
-    return False
 
 
 def load_dataset(
@@ -498,62 +478,34 @@ class MethodSkipped(RuntimeError):
     """A method that cannot run on this dataset or in this environment (reported, not fatal)."""
 
 
+def _method(name: str, fit: Callable, needs_batches: bool = False) -> Method:
+    """A method with the description and default of the command line's catalog."""
+    info = METHOD_INFO[name]
+    return Method(name, info.description, fit, needs_batches=needs_batches, default=info.default)
+
+
+# Descriptions and which methods run by default: scvi_capvi._catalog.METHOD_INFO (read by the
+# command line without importing this module).
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("CapVI", "CapVI, three stages, its defaults", _capvi_fit("capvi")),
-        Method(
-            "CapVI-e2e", "CapVI fully end to end (pretrain_classifier=False)", _capvi_fit("e2e")
-        ),
-        # With K = C and the same seed this is the same model as CapVI-e2e (paper 000's
-        # "fully end-to-end capVI, as in scVAE"): it runs when named only.
-        Method(
-            "CapVI-GMVAE",
-            "CapVI without labels: GMVAE, K = number of cell types",
-            _capvi_fit("gmvae"),
-            default=False,
-        ),
-        Method(
-            "VampVI-VAE",
-            "VampVI, standard normal prior (paper 001 VAE)",
-            _vampvi_fit({"prior": "normal"}),
-        ),
-        Method("VampVI-VAMP", "VampVI, VampPrior (paper 001)", _vampvi_fit({"prior": "vamp"})),
-        Method(
-            "VampVI-VAMP+IAF",
-            "VampVI, VampPrior + IAF posterior",
-            _vampvi_fit({"prior": "vamp", "posterior": "iaf"}),
-        ),
-        Method(
-            "VampVI-linear",
-            "VampVI, VampPrior + linear decoder",
-            _vampvi_fit({"prior": "vamp", "decoder": "linear"}),
-        ),
-        Method("NBAutoencoder", "deterministic NB autoencoder (paper 001 AE)", _vampvi_fit(None)),
-        Method(
-            "SCVI", "scvi-tools SCVI at its defaults, CapVI's network", _scvi_family_fit("scvi")
-        ),
-        Method(
-            "SCVI-paper",
-            "scvi-tools SCVI with paper 000's recipe",
-            _scvi_family_fit("scvi-paper"),
-            default=False,
-        ),
-        Method(
-            "SCANVI",
-            "scvi-tools SCANVI from the SCVI fit (all training labels), as its tutorials",
-            _scvi_family_fit("scanvi"),
-        ),
-        Method(
-            "LinearSCVI", "scvi-tools LinearSCVI (LDVAE, paper 003)", _scvi_family_fit("linear")
-        ),
-        Method(
-            "Scanorama",
-            "Scanorama on log-normalised counts (needs >= 2 batches)",
-            _scanorama_fit,
-            needs_batches=True,
-        ),
-        Method("PCA", "PCA of log-normalised counts (scanpy)", _pca_fit),
+        _method("CapVI", _capvi_fit("capvi")),  # three stages, its defaults
+        _method("CapVI-e2e", _capvi_fit("e2e")),  # pretrain_classifier=False
+        # GMVAE, K = number of cell types. With K = C and the same seed this is the same model
+        # as CapVI-e2e (paper 000's "fully end-to-end capVI, as in scVAE"): it runs when named
+        # only.
+        _method("CapVI-GMVAE", _capvi_fit("gmvae")),
+        _method("VampVI-VAE", _vampvi_fit({"prior": "normal"})),  # paper 001 VAE
+        _method("VampVI-VAMP", _vampvi_fit({"prior": "vamp"})),  # paper 001
+        _method("VampVI-VAMP+IAF", _vampvi_fit({"prior": "vamp", "posterior": "iaf"})),
+        _method("VampVI-linear", _vampvi_fit({"prior": "vamp", "decoder": "linear"})),
+        _method("NBAutoencoder", _vampvi_fit(None)),  # paper 001 AE
+        _method("SCVI", _scvi_family_fit("scvi")),  # its defaults, CapVI's network
+        _method("SCVI-paper", _scvi_family_fit("scvi-paper")),  # paper 000's recipe
+        _method("SCANVI", _scvi_family_fit("scanvi")),  # from the SCVI fit, as its tutorials
+        _method("LinearSCVI", _scvi_family_fit("linear")),  # LDVAE, paper 003
+        _method("Scanorama", _scanorama_fit, needs_batches=True),
+        _method("PCA", _pca_fit),
     )
 }
 

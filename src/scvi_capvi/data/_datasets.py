@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -14,106 +13,16 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+# the names, sizes and folders live in a module without heavy imports, for the command line
+from scvi_capvi._catalog import DATA_DIR_ENV
+from scvi_capvi._catalog import H5AD_DATASETS as _REGISTRY
+from scvi_capvi._catalog import candidate_data_dirs as _candidate_data_dirs
+from scvi_capvi._catalog import find_h5ad as _find_file
+from scvi_capvi._catalog import h5ad_names as _available_names
+
 from ._sources import SOURCES, build_dataset, default_cache_dir
 
 logger = logging.getLogger(__name__)
-
-DATA_DIR_ENV = "SCVI_CAPVI_DATA_DIR"
-"""Environment variable naming the folder that holds the local dataset copies."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a benchmark dataset file is expected to hold (see ``shared/data/SOURCES.md``)."""
-
-    name: str
-    n_cells: int
-    n_genes: int
-    n_cell_types: int
-    n_batches: int
-    description: str
-
-
-_REGISTRY: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in (
-        DatasetInfo(
-            "cellbench_lung_cell_lines",
-            1_021,
-            28_013,
-            5,
-            5,
-            "CellBench lung cell-line mixtures, demuxlet labels, CEL-seq2 + Drop-seq (Tian 2019)",
-        ),
-        DatasetInfo(
-            "kang2018_pbmc_ifnb_muscat_subset",
-            1_556,
-            1_267,
-            5,
-            4,
-            "Kang 2018 PBMC ctrl/IFN-beta, muscat subset, batch = donor x condition",
-        ),
-        DatasetInfo(
-            "pbmc8k_scvijl_200genes",
-            7_480,
-            200,
-            8,
-            1,
-            "10x PBMC 8k reduced to 200 genes (scVI.jl), SingleR-style labels; smoke tests",
-        ),
-        DatasetInfo(
-            "pbmc4k_10x_top2000",
-            4_271,
-            2_000,
-            8,
-            1,
-            "10x PBMC 4k, top 2,000 genes (scDCC), integer labels, unnamed genes",
-        ),
-        DatasetInfo(
-            "human_kidney_young2018_top2000",
-            5_685,
-            2_000,
-            11,
-            1,
-            "Human kidney (Young 2018), top 2,000 genes (scDCC), integer labels, unnamed genes",
-        ),
-        DatasetInfo(
-            "mouse_bladder_han2018",
-            2_100,
-            19_079,
-            16,
-            1,
-            "Mouse bladder (Han 2018, Microwell-seq) from scDCC, integer labels, unnamed genes",
-        ),
-    )
-}
-
-
-def _source_tree_data_dir() -> Path | None:
-    """``shared/data`` beside the repository, when the package runs from a source checkout."""
-    repo = Path(__file__).resolve().parents[3]
-    candidate = repo.parent / "shared" / "data"
-    if (repo / "pyproject.toml").is_file() and candidate.is_dir():
-        return candidate
-    return None
-
-
-def _candidate_data_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
-    """Where to look, in order: the argument alone, else ``$SCVI_CAPVI_DATA_DIR``, else the
-    ``shared/data`` folder next to a source checkout."""
-    if data_dir is not None:
-        return [Path(data_dir)]
-    dirs = []
-    if os.environ.get(DATA_DIR_ENV):
-        dirs.append(Path(os.environ[DATA_DIR_ENV]))
-    fallback = _source_tree_data_dir()
-    if fallback is not None:
-        dirs.append(fallback)
-    return dirs
-
-
-def _available_names(dirs: list[Path]) -> list[str]:
-    return sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.h5ad")})
 
 
 def list_datasets(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -152,14 +61,6 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("name")
-
-
-def _find_file(name: str, dirs: list[Path]) -> Path | None:
-    for d in dirs:
-        path = d / f"{name}.h5ad"
-        if path.is_file():
-            return path
-    return None
 
 
 def _check_counts(X, where: str) -> None:

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from scvi_capvi._catalog import find_mtx_folder as _find_mtx_folder
+
 from ._datasets import DATA_DIR_ENV, _candidate_data_dirs
 from ._sources import _download
 
@@ -38,12 +40,6 @@ def _download_10x(name: str, folder: Path) -> None:
 
 
 # --- local files --------------------------------------------------------------------------
-def _find_mtx_folder(folder: Path) -> Path | None:
-    """The folder holding ``matrix.mtx[.gz]`` below ``folder`` (e.g. ``.../GRCh38``)."""
-    hits = sorted(folder.rglob("matrix.mtx*")) if folder.is_dir() else []
-    return hits[0].parent if hits else None
-
-
 def _read_metadata(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-cell table (metadata order) and the gene table of scVI's ``pbmc_dataset``."""
     meta = pd.read_pickle(folder / "pbmc_metadata.pickle")

@@ -209,3 +209,10 @@ def test_public_signatures_are_explicit():
     train = inspect.signature(VampVI.train).parameters
     assert "args" not in train
     assert {"max_epochs", "batch_size", "plan_kwargs", "early_stopping"} <= set(train)
+
+
+def test_repr_is_plain_text(adata, capsys):
+    CapVI.setup_anndata(adata, "cell_type", layer="counts")
+    text = repr(CapVI(adata, **SMALL))
+    assert text.startswith("CapVI model: 3 prior modes") and "Not Trained" in text
+    assert "\x1b[" not in text and capsys.readouterr().out == ""  # nothing printed

@@ -241,6 +241,12 @@ class HardenedModelMixin:
     _training_plan_cls = FiniteLossTrainingPlan
     _train_runner_cls = SafeTrainRunner
 
+    def __repr__(self) -> str:
+        # plain text: scvi-tools prints the summary with rich markup (ANSI escapes in stored
+        # notebook outputs and logs) and returns an empty string
+        status = "Trained" if self.is_trained_ else "Not Trained"
+        return f"{self._model_summary_string}\nTraining status: {status}"
+
     def _is_registered(self, adata) -> bool:
         """Whether ``adata`` itself (not a copy of it) is registered with this model."""
         store = type(self)._per_instance_manager_store.get(self.id, {})

@@ -312,3 +312,22 @@ def test_default_stage_budgets(adata, recipe, monkeypatch):
     else:
         assert seen == dict.fromkeys(("classifier", "frozen", "joint"), budget)
     assert seen["classifier"] == budget
+
+
+def test_gmvae_component_balance_keeps_every_component_in_use():
+    # without labels, the mixture collapses onto one component on this toy (measured: all
+    # cells in 1 of 4 components); the balance term keeps all four in use
+    from sklearn.metrics import adjusted_rand_score
+
+    toy = synthetic_adata(n_cells=300, n_genes=40, n_types=4)
+    scvi.settings.seed = 0
+    CapVI.setup_anndata(toy, layer="counts")
+    model = CapVI(toy, n_components=4, component_balance=10.0, **SMALL)
+    with pytest.warns(UserWarning, match="No annotated cell"):
+        model.train(max_epochs=40, **QUIET)
+    components = model.predict(soft=True).to_numpy().argmax(1)
+    usage = np.bincount(components, minlength=4) / toy.n_obs
+    assert (usage >= 0.05).all(), usage
+    assert adjusted_rand_score(toy.obs["true_type"], components) > 0.4
+    with pytest.raises(ValueError, match="component_balance"):
+        CapVI(toy, n_components=4, component_balance=-1.0, **SMALL)

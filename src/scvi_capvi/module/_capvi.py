@@ -162,6 +162,11 @@ class CapVIModule(BaseModuleClass):
     use_batch_norm, use_layer_norm
         Where to normalise hidden layers: ``"encoder"``, ``"decoder"``, ``"both"`` or
         ``"none"`` (as :class:`scvi.module.VAE`; CapVI: batch norm in the encoders).
+    component_balance
+        Weight of ``KL(mean_n q(c|x_n) || uniform)`` over each minibatch, added to the loss
+        (default 0: off). Without labels, q(c|x) tends to put every cell in the few components
+        nearest at the start (the others then get no gradient and stay empty); this term keeps
+        every component in use.
     """
 
     def __init__(
@@ -195,6 +200,7 @@ class CapVIModule(BaseModuleClass):
         use_size_factor_key: bool = False,
         use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "encoder",
         use_layer_norm: Literal["encoder", "decoder", "none", "both"] = "none",
+        component_balance: float = 0.0,
     ):
         super().__init__()
         if n_labels < 1:
@@ -227,6 +233,9 @@ class CapVIModule(BaseModuleClass):
         self.n_continuous_cov = int(n_continuous_cov)
         self.n_cats_per_cov = [int(n) for n in (n_cats_per_cov or [])]
         self.use_labels = use_labels
+        if component_balance < 0:
+            raise ValueError(f"`component_balance` must be >= 0, got {component_balance}.")
+        self.component_balance = float(component_balance)
         self.semi_supervised = semi_supervised
         if classification_ratio < 0:
             raise ValueError(f"`classification_ratio` must be >= 0, got {classification_ratio}.")
@@ -485,6 +494,11 @@ class CapVIModule(BaseModuleClass):
             penalty = torch.zeros((), device=x.device)
 
         loss = torch.mean(rec + kl_weight * (kl_z + kl_c + kl_l)) + penalty
+        if self.component_balance > 0:
+            # KL(mean_n q(c|x_n) || uniform) = log C - H(q̄): keeps every component in use
+            q_mean = q.mean(0)
+            balance = math.log(self.n_labels) + (q_mean * torch.log(q_mean + 1e-8)).sum()
+            loss = loss + self.component_balance * balance
         if self.semi_supervised and labelled.any() and self.classification_ratio > 0:
             # without it, the unlabelled bound alone moves q(c|x) toward whichever mode is
             # nearest and the annotations stop anchoring the classifier in stage 3

@@ -37,6 +37,7 @@ from ._mixins import (
     check_setup_anndata,
     covariate_fields,
     covariate_module_kwargs,
+    default_log_every_n_steps,
     library_size_prior,
 )
 from ._novelty import NoveltyMethod, NoveltyMixin
@@ -631,9 +632,9 @@ class CapVI(
         plan = self._training_plan_cls(self.module, stage=stage, **kwargs)
         # a last minibatch of 1-2 cells breaks BatchNorm: drop it, as scvi-tools advises
         n_last = len(indices[0]) % batch_size
-        # log once per epoch at least (Lightning warns when an epoch has fewer steps than this)
-        n_steps = max(1, len(indices[0]) // batch_size)
-        trainer_kwargs.setdefault("log_every_n_steps", min(10, n_steps))
+        trainer_kwargs.setdefault(
+            "log_every_n_steps", default_log_every_n_steps(len(indices[0]), batch_size)
+        )
         splitter = DataSplitter(
             self.adata_manager,
             external_indexing=list(indices),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import TYPE_CHECKING
 
@@ -33,19 +34,6 @@ _ARCHITECTURE = (
     "use_batch_norm",
     "use_layer_norm",
 )
-# SCVI's module defaults for the arguments above (init_params_ holds only what was passed)
-_SCVI_DEFAULTS = {
-    "n_hidden": 128,
-    "n_latent": 10,
-    "n_layers": 1,
-    "dropout_rate": 0.1,
-    "dispersion": "gene",
-    "gene_likelihood": "zinb",
-    "use_observed_lib_size": True,
-    "encode_covariates": False,
-    "use_batch_norm": "both",
-    "use_layer_norm": "none",
-}
 _SUPPORTED = {
     "dispersion": ("gene", "gene-batch"),
     "gene_likelihood": ("zinb", "nb"),
@@ -54,13 +42,21 @@ _SUPPORTED = {
 }
 
 
+def _signature_defaults(cls: type) -> dict:
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
 def scvi_init_params(scvi_model: SCVI) -> dict:
-    """The SCVI model's constructor arguments, ``**kwargs`` flattened, defaults filled in."""
+    """The SCVI model's constructor arguments, ``**kwargs`` flattened; those not passed take
+    the model's defaults, then its module's (``init_params_`` holds only what was passed)."""
     params = scvi_model.init_params_
     flat = dict(params.get("non_kwargs", {}))
     for group in params.get("kwargs", {}).values():
         flat.update(group)
-    return {**_SCVI_DEFAULTS, **flat}
+    defaults = _signature_defaults(type(scvi_model.module))
+    defaults.update(_signature_defaults(type(scvi_model)))
+    return {**defaults, **flat}
 
 
 def capvi_arguments_from_scvi(scvi_model: SCVI, capvi_kwargs: dict) -> tuple[dict, dict]:

@@ -53,6 +53,12 @@ def default_samples_per_pass(n_mc_samples: int, batch_size: int, n_genes: int) -
     return int(max(1, min(n_mc_samples, _IS_ELEMENT_BUDGET // per_sample)))
 
 
+def default_log_every_n_steps(n_train_cells: int, batch_size: int) -> int:
+    """Lightning's logging interval, at most one epoch's steps (it warns when an epoch has
+    fewer steps than the interval, scvi-tools' default 10)."""
+    return min(10, max(1, int(n_train_cells) // batch_size))
+
+
 def _warn(message: str):
     warnings.warn(message, UserWarning, stacklevel=settings.warnings_stacklevel)
 

@@ -24,6 +24,7 @@ from ._mixins import (
     CountsSetupMixin,
     HardenedModelMixin,
     ImportanceSampledLLMixin,
+    default_log_every_n_steps,
     library_size_prior,
 )
 from ._validation import check_float, check_int, check_split
@@ -224,9 +225,10 @@ class VampVI(
         if max_epochs is not None:
             check_int("max_epochs", max_epochs, 1)
         plan_kwargs = {"n_epochs_kl_warmup": None, **dict(plan_kwargs or {})}
-        # log once per epoch at least (Lightning warns when an epoch has fewer steps than this)
-        n_steps = max(1, int(self.adata.n_obs * train_size) // batch_size)
-        trainer_kwargs.setdefault("log_every_n_steps", min(10, n_steps))
+        n_train = int(self.adata.n_obs * train_size)
+        trainer_kwargs.setdefault(
+            "log_every_n_steps", default_log_every_n_steps(n_train, batch_size)
+        )
         return super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,

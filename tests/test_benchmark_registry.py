@@ -61,7 +61,7 @@ def test_registries():
     assert {"CapVI", "CapVI-e2e", "CapVI-GMVAE", "VampVI-VAMP", "NBAutoencoder", "SCVI",
             "SCANVI", "LinearSCVI", "Scanorama", "PCA"} <= set(METHODS)  # fmt: skip
     defaults = [m.name for m in resolve_methods(None)]
-    assert "CapVI-GMVAE" not in defaults and "CapVI-e2e" in defaults  # the two coincide
+    assert "CapVI-GMVAE" not in defaults and "CapVI-e2e" in defaults  # GMVAE: when named
     with pytest.raises(ValueError, match="Unknown method"):
         resolve_methods(["nope"])
     adata = load_dataset("pbmc68k_reduced", max_cells=100, seed=0)

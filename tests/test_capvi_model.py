@@ -1,5 +1,7 @@
 """CapVI as a user meets it: setup_anndata → train (3 stages) → getters → save/load → query."""
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -201,8 +203,8 @@ def test_ablation_gmvae_and_query(adata):
     with pytest.raises(ValueError, match="n_components"):
         CapVI(gm_data, **SMALL)
     gm = CapVI(gm_data, n_components=4, **SMALL)
-    with pytest.warns(UserWarning, match="stage 3 only"):
-        gm.train(max_epochs=2, **QUIET)
+    gm.train(max_epochs=2, frozen_epochs=2, classifier_epochs=2, **QUIET)
+    assert {"stage0_elbo_train", "stage1_train_loss", "stage3_elbo_train"} <= set(gm.history)
     assert gm.predict(soft=True).shape == (adata.n_obs, 4)
     assert set(gm.predict()) <= {f"component_{k}" for k in range(4)}
 
@@ -314,20 +316,35 @@ def test_default_stage_budgets(adata, recipe, monkeypatch):
     assert seen["classifier"] == budget
 
 
-def test_gmvae_component_balance_keeps_every_component_in_use():
-    # without labels, the mixture collapses onto one component on this toy (measured: all
-    # cells in 1 of 4 components); the balance term keeps all four in use
+def test_gmvae_finds_the_clusters_of_a_toy_and_the_end_to_end_start_collapses():
+    # without labels, training end to end from random centroids puts the cells of this toy in
+    # one or two of four components; the default warm-up + k-means start uses all four and
+    # recovers the clusters (on 300 cells and 20 epochs it does not yet: ARI 0.1-0.4)
     from sklearn.metrics import adjusted_rand_score
 
-    toy = synthetic_adata(n_cells=300, n_genes=40, n_types=4)
-    scvi.settings.seed = 0
+    toy = synthetic_adata(n_cells=600, n_genes=40, n_types=4)
     CapVI.setup_anndata(toy, layer="counts")
+    results = {}
+    for name, kwargs in (("default", {}), ("end to end", {"pretrain_classifier": False})):
+        scvi.settings.seed = 0
+        model = CapVI(toy, n_components=4, **SMALL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model.train(max_epochs=30, frozen_epochs=30, **kwargs, **QUIET)
+        components = model.predict(soft=True).to_numpy().argmax(1)
+        results[name] = (
+            np.bincount(components, minlength=4) / toy.n_obs,
+            adjusted_rand_score(toy.obs["true_type"], components),
+        )
+    usage, ari = results["default"]
+    assert (usage >= 0.1).all() and ari > 0.9, results
+    assert (results["end to end"][0] >= 0.1).sum() <= 2, results
+
+    # the balance term keeps every component in use in the end-to-end start too
+    scvi.settings.seed = 0
     model = CapVI(toy, n_components=4, component_balance=10.0, **SMALL)
-    with pytest.warns(UserWarning, match="No annotated cell"):
-        model.train(max_epochs=40, **QUIET)
+    model.train(max_epochs=40, pretrain_classifier=False, **QUIET)
     components = model.predict(soft=True).to_numpy().argmax(1)
-    usage = np.bincount(components, minlength=4) / toy.n_obs
-    assert (usage >= 0.05).all(), usage
-    assert adjusted_rand_score(toy.obs["true_type"], components) > 0.4
+    assert (np.bincount(components, minlength=4) / toy.n_obs >= 0.05).all()
     with pytest.raises(ValueError, match="component_balance"):
         CapVI(toy, n_components=4, component_balance=-1.0, **SMALL)

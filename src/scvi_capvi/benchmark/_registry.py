@@ -491,9 +491,8 @@ METHODS: dict[str, Method] = {
     for m in (
         _method("CapVI", _capvi_fit("capvi")),  # three stages, its defaults
         _method("CapVI-e2e", _capvi_fit("e2e")),  # pretrain_classifier=False
-        # GMVAE, K = number of cell types. With K = C and the same seed this is the same model
-        # as CapVI-e2e (paper 000's "fully end-to-end capVI, as in scVAE"): it runs when named
-        # only.
+        # GMVAE, K = number of cell types (warm-up, k-means start, then end to end): it runs
+        # when named only; benchmarks/gmvae_clustering.py scores its clusters
         _method("CapVI-GMVAE", _capvi_fit("gmvae")),
         _method("VampVI-VAE", _vampvi_fit({"prior": "normal"})),  # paper 001 VAE
         _method("VampVI-VAMP", _vampvi_fit({"prior": "vamp"})),  # paper 001

@@ -7,6 +7,7 @@ from ._classification import (
     max_posterior_probability,
     weighted_accuracy,
 )
+from ._clustering import clustering_agreement, components_used
 from ._latent import (
     active_units,
     cell_type_asw,
@@ -24,6 +25,8 @@ __all__: list[str] = []
 __all__ += [
     "accuracy",
     "batch_entropy_mixing",
+    "clustering_agreement",
+    "components_used",
     "clisi",
     "confusion_matrix",
     "expected_calibration_error",

@@ -414,6 +414,15 @@ class CapVI(
         2. everything else, with ``q(c|x)`` frozen;
         3. all parameters end to end.
 
+        Without labels (a GMVAE, ``CapVI(adata, n_components=K)``) the stages are: a VAE
+        warm-up (``frozen_epochs``; every centroid at 0 and frozen, so the prior is
+        ``N(0, sigma^2 I)``, and q(c|x) frozen); then the centroids are put at the k-means
+        centres of the training cells' ``E_q[z]`` and the mixing weights at the clusters'
+        proportions; stage 1 fits q(c|x) to the components' posterior under the fixed encoder
+        (``classifier_epochs``, default a twentieth of scvi-tools' heuristic); stage 3 trains
+        end to end (``max_epochs``). Trained end to end from a random start
+        (``pretrain_classifier=False``), the mixture puts most cells in a few components.
+
         The same seeded train / validation split is used by all stages; each stage early-stops
         on its own validation criterion and restores its best epoch. ``model.history`` holds
         every stage's curves, keys prefixed ``stage1_``, ``stage2_``, ``stage3_``; the last
@@ -436,7 +445,8 @@ class CapVI(
         frozen_epochs
             Maximum epochs of stage 2 (``0`` skips the stage; default as ``max_epochs``).
         pretrain_classifier
-            ``False`` skips stages 1 and 2: the paper's "fully end-to-end" ablation.
+            ``False`` skips stages 1 and 2 (and a GMVAE's warm-up): the paper's "fully
+            end-to-end" ablation.
         train_size, validation_size
             Fractions of cells for training and validation (rest: test).
         batch_size
@@ -460,6 +470,9 @@ class CapVI(
             # stages 2 and 3 share the budget scvi-tools gives SCVI (the paper: one each)
             defaults["frozen"] = default_epochs // 2
             defaults["joint"] = default_epochs - default_epochs // 2
+        if not self.use_labels:
+            # GMVAE stage 1 only fits q(c|x) to the components' posterior (a fixed target)
+            defaults["classifier"] = max(1, round(default_epochs / 20))
         epochs = {}
         for stage, name, value, minimum in (
             ("classifier", "classifier_epochs", classifier_epochs, 1),
@@ -480,11 +493,16 @@ class CapVI(
 
         stages = ["joint"]
         labelled_train = self._is_labelled(train_idx)
-        if pretrain_classifier and labelled_train.any():
+        if pretrain_classifier and not self.use_labels:
+            # GMVAE: a VAE warm-up, components from k-means on its latent, q(c|x) fitted to
+            # them, then end to end (without it, most components stay empty: issue 16)
+            stages = ["warmup", "classifier", "joint"]
+            epochs["warmup"] = epochs.pop("frozen")
+        elif pretrain_classifier and labelled_train.any():
             self._set_class_weights(train_idx[labelled_train])
             stages = ["classifier", "frozen", "joint"]
         elif pretrain_classifier:
-            # a GMVAE, or a query mapped with `load_query_data` that carries no annotation
+            # a query mapped with `load_query_data` that carries no annotation
             warnings.warn(
                 "No annotated cell in the training split: skipping classifier pre-training "
                 "and training end to end (stage 3 only).",
@@ -545,13 +563,16 @@ class CapVI(
         trained = self.is_trained_
         for position, stage in enumerate(stages, start=1):
             idx = [train_idx, val_idx, test_idx]
-            if stage == "classifier":
+            if stage == "classifier" and self.use_labels:
                 # stage 1 sees annotated cells only; scvi-tools' splitter wants every cell
                 # assigned, so the rest go to the (unused) test part.
                 idx[0] = train_idx[labelled_train]
                 idx[1] = val_idx[self._is_labelled(val_idx)]
                 idx[2] = np.setdiff1d(np.arange(self.adata.n_obs), np.concatenate(idx[:2]))
             label = f"stage {position}/{len(stages)}: {STAGE_TITLES[stage]}"
+            if stage == "warmup":
+                with torch.no_grad():  # every centroid at 0: the prior is N(0, sigma^2 I)
+                    self.module.prior_means.zero_()
             try:
                 self._run_stage(
                     stage,
@@ -563,6 +584,8 @@ class CapVI(
                     dict(trainer_kwargs),
                     label,
                 )
+                if stage == "warmup":
+                    self._init_components(train_idx)
             finally:
                 last = self.history_ or {}
                 for key, frame in last.items():
@@ -576,6 +599,38 @@ class CapVI(
                 # an epoch; `_run_stage` resets the flag and the runner sets it
                 trained = trained or self.is_trained_
                 self.is_trained_ = trained
+
+    @torch.no_grad()
+    def _init_components(self, indices: np.ndarray):
+        """GMVAE: centroids at the k-means centres of ``E_q[z]`` of the training cells, mixing
+        weights at the clusters' proportions, scales at the clusters' spread (k-means seeded
+        with ``scvi.settings.seed``)."""
+        from sklearn.cluster import KMeans
+
+        latent, variances = self.get_latent_representation(indices=indices, return_dist=True)
+        n_components = self.module.n_labels
+        kmeans = KMeans(n_components, n_init=10, random_state=settings.seed).fit(latent)
+        counts = np.bincount(kmeans.labels_, minlength=n_components)
+        module = self.module
+        module.prior_means.copy_(torch.as_tensor(kmeans.cluster_centers_).to(module.prior_means))
+        module.prior_logits.copy_(
+            torch.as_tensor(np.log(counts / counts.sum())).to(module.prior_logits)
+        )
+        # each component's scale: the spread of its cells' posteriors around the centre,
+        # E[(z - mu_c)^2] under q(z|x) (pooled over components unless each has its own).
+        # With the warm-up's N(0, 1) the clusters are narrower than 1, and a unit scale would
+        # blur them into one another; the scale of the means alone would be narrower than
+        # q(z|x) and the first epochs would tear the latent apart.
+        spread = (latent - kmeans.cluster_centers_[kmeans.labels_]) ** 2 + variances
+        sq = spread.mean(1)
+        if module.prior_log_scale.numel() > 1:
+            per = np.bincount(kmeans.labels_, sq, n_components) / np.maximum(counts, 1)
+            scale = np.sqrt(np.where(counts > 1, per, sq.mean()))
+        else:
+            scale = np.sqrt(sq.mean())
+        module.prior_log_scale.copy_(
+            torch.as_tensor(np.log(np.maximum(scale, 1e-3))).to(module.prior_log_scale)
+        )
 
     def _is_labelled(self, indices: np.ndarray) -> np.ndarray:
         return self._label_codes(indices) < len(self.cell_types)

@@ -332,6 +332,23 @@ class CapVIModule(BaseModuleClass):
         """Parameters of q(c|x) (stage 1 trains only these; stage 2 freezes them)."""
         return self.classifier.parameters()
 
+    def prior_parameters(self):
+        """Trainable parameters of the mixture prior (centroids, mixing weights, scales)."""
+        return [
+            p
+            for p in (self.prior_means, self.prior_logits, self.prior_log_scale)
+            if isinstance(p, nn.Parameter)
+        ]
+
+    def component_logits(self, qz_loc: torch.Tensor, qz_var: torch.Tensor) -> torch.Tensor:
+        """``log phi_c - KL(q(z|x) || N(mu_c, sigma_c^2 I))``, up to a constant per cell.
+
+        Their softmax is the q(c|x) that maximises the unlabelled bound for the current
+        encoder and prior: the assignment the classifier learns in a GMVAE.
+        """
+        kl_z = gaussian_kl_to_centroids(qz_loc, qz_var, self.prior_means, self.prior_log_scale)
+        return F.log_softmax(self.prior_logits, -1) - kl_z
+
     @auto_move_data
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(c|x) from raw counts (log1p of counts scaled to 10,000 per cell)."""
@@ -520,12 +537,16 @@ class CapVIModule(BaseModuleClass):
         )
 
     def classification_loss(self, tensors) -> dict[str, torch.Tensor]:
-        """Stage-1 objective: class-weighted cross-entropy of q(c|x) on annotated cells.
+        """Stage-1 objective: class-weighted cross-entropy of q(c|x) on annotated cells (for a
+        GMVAE without labels: cross-entropy to the components' posterior, see
+        :meth:`component_logits`).
 
         Returns the weighted loss to optimise, and the standard cross-entropy, accuracy and
         number of annotated cells for logging and early stopping.
         """
         x = tensors[REGISTRY_KEYS.X_KEY]
+        if not self.use_labels:
+            return self._component_distillation_loss(tensors)
         labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
         mask = self._labels_mask(labels)
         n = mask.sum()
@@ -544,6 +565,23 @@ class CapVIModule(BaseModuleClass):
             "cross_entropy": F.cross_entropy(logits, y).detach(),
             "accuracy": (logits.argmax(-1) == y).float().mean().detach(),
             "n": n,
+        }
+
+    def _component_distillation_loss(self, tensors) -> dict[str, torch.Tensor]:
+        """GMVAE stage 1: cross-entropy of q(c|x) to the components' posterior
+        :meth:`component_logits` under the current encoder and prior (held fixed)."""
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        with torch.no_grad():
+            inputs = self._get_inference_input(tensors)
+            qz = self.inference(**inputs)["qz"]
+            target = F.softmax(self.component_logits(qz.loc, qz.scale.pow(2)), -1)
+        logits = self.classify(x)
+        loss = -(target * F.log_softmax(logits, -1)).sum(-1).mean()
+        return {
+            "loss": loss,
+            "cross_entropy": loss.detach(),
+            "accuracy": (logits.argmax(-1) == target.argmax(-1)).float().mean().detach(),
+            "n": torch.tensor(x.shape[0], device=x.device),
         }
 
     @torch.inference_mode()

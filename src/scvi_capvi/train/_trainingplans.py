@@ -9,15 +9,22 @@ import torch
 from scvi.module.base import BaseModuleClass
 from scvi.train import TrainingPlan
 
-STAGES = ("classifier", "frozen", "joint")
+STAGES = ("warmup", "classifier", "frozen", "joint")
 # Validation criterion each stage early-stops on (paper 000 §4.2).
 STAGE_MONITORS = {
+    "warmup": "reconstruction_loss_validation",
     "classifier": "classifier_cross_entropy_validation",
     "frozen": "reconstruction_loss_validation",
     "joint": "reconstruction_loss_validation",
 }
-STAGE_NUMBERS = {"classifier": 1, "frozen": 2, "joint": 3}
-STAGE_TITLES = {"classifier": "classifier", "frozen": "frozen classifier", "joint": "end to end"}
+# the GMVAE's warm-up runs before its stage 1 (history keys ``stage0_*``)
+STAGE_NUMBERS = {"warmup": 0, "classifier": 1, "frozen": 2, "joint": 3}
+STAGE_TITLES = {
+    "warmup": "VAE warm-up",
+    "classifier": "classifier",
+    "frozen": "frozen classifier",
+    "joint": "end to end",
+}
 
 
 def nonfinite_terms(loss_output) -> list[str]:
@@ -87,6 +94,12 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
     * ``stage="frozen"`` (stage 2): negative ELBO + mixing penalty with ``q(c|x)`` frozen
       (no gradient, eval mode so dropout is off): every classifier parameter stays bit-identical.
     * ``stage="joint"`` (stage 3): everything trainable is optimised end to end.
+    * ``stage="warmup"`` (a GMVAE's first stage, before stage 1): as ``"frozen"``, and the
+      mixture prior is frozen too (the model puts every centroid at 0 first, so the prior is
+      ``N(0, sigma^2 I)`` and this stage trains a plain VAE).
+
+    In stage 1 only ``q(c|x)`` is in train mode (the encoders that a GMVAE's stage-1 target
+    reads stay in eval mode).
 
     Adam with ``eps=0.01`` as in the paper. With ``restore_best=True`` the parameters of the
     epoch with the best value of ``monitor`` are restored when the stage ends.
@@ -115,7 +128,7 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
         self,
         module: BaseModuleClass,
         *,
-        stage: Literal["classifier", "frozen", "joint"] = "joint",
+        stage: Literal["warmup", "classifier", "frozen", "joint"] = "joint",
         lr: float = 1e-3,
         eps: float = 0.01,
         n_epochs_kl_warmup: int | None = None,
@@ -145,22 +158,32 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
         return f"CapVI {self.stage_name}"
 
     # -------------------------------------------------------------- freezing
+    def _frozen_parameters(self) -> dict:
+        if self.stage not in ("frozen", "warmup"):
+            return {}
+        frozen = {f"classifier.{n}": p for n, p in self.module.classifier.named_parameters()}
+        if self.stage == "warmup":
+            frozen.update({f"prior.{i}": p for i, p in enumerate(self.module.prior_parameters())})
+        return frozen
+
     def on_fit_start(self):
-        if self.stage == "frozen":
-            for name, p in self.module.classifier.named_parameters():
-                self._frozen_requires_grad[name] = p.requires_grad
-                p.requires_grad_(False)
+        for name, p in self._frozen_parameters().items():
+            self._frozen_requires_grad[name] = p.requires_grad
+            p.requires_grad_(False)
 
     def on_train_epoch_start(self):
         # Lightning puts the whole module in train mode each epoch; a frozen q(c|x) stays in
         # eval mode so its dropout does not make the frozen stage stochastic in c.
-        if self.stage == "frozen":
+        if self.stage in ("frozen", "warmup"):
             self.module.classifier.eval()
+        elif self.stage == "classifier":
+            for name, child in self.module.named_children():
+                if name != "classifier":
+                    child.eval()
 
     def _unfreeze(self):
-        if self.stage == "frozen":
-            for name, p in self.module.classifier.named_parameters():
-                p.requires_grad_(self._frozen_requires_grad.get(name, True))
+        for name, p in self._frozen_parameters().items():
+            p.requires_grad_(self._frozen_requires_grad.get(name, True))
 
     def on_train_end(self):
         self._unfreeze()

@@ -34,7 +34,10 @@ from scvi_capvi.benchmark._clustering import gmvae_clustering
 from scvi_capvi.model import CapVI
 
 RESULTS = Path(__file__).parent / "results"
-NETWORKS = {"capvi": {}, "scvi": {"n_hidden": 128, "n_layers": 1, "dropout_rate": 0.1}}
+NETWORKS = {
+    "capvi": {},
+    "scvi": {"n_hidden": 128, "n_layers": 1, "dropout_rate": 0.1, "classifier_n_hidden": 128},
+}
 DOCS = Path(__file__).parent.parent / "docs" / "benchmarks"
 
 

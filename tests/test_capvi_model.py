@@ -348,3 +348,36 @@ def test_gmvae_finds_the_clusters_of_a_toy_and_the_end_to_end_start_collapses():
     assert (np.bincount(components, minlength=4) / toy.n_obs >= 0.05).all()
     with pytest.raises(ValueError, match="component_balance"):
         CapVI(toy, n_components=4, component_balance=-1.0, **SMALL)
+
+
+def test_gmvae_warmup_is_a_plain_vae_then_kmeans_starts_the_mixture(adata):
+    seen = {}
+
+    class AtWarmupEnd(Callback):
+        def on_train_end(self, trainer, pl_module):
+            if pl_module.stage == "warmup":
+                module = pl_module.module
+                seen["means"] = module.prior_means.detach().clone()
+                seen["classifier"] = {
+                    k: v.clone() for k, v in module.classifier.state_dict().items()
+                }
+                seen["in_use"] = module.classifier_in_use
+
+    data = adata.copy()
+    CapVI.setup_anndata(data, layer="counts")
+    scvi.settings.seed = 0
+    model = CapVI(data, n_components=3, **SMALL)
+    before = {k: v.clone() for k, v in model.module.classifier.state_dict().items()}
+    model.train(
+        max_epochs=1, frozen_epochs=3, classifier_epochs=1, callbacks=[AtWarmupEnd()], **QUIET
+    )
+    # during the warm-up: every centroid at 0, q(c|x) untouched and not even evaluated
+    assert torch.equal(seen["means"], torch.zeros_like(seen["means"]))
+    assert all(torch.equal(before[k], v) for k, v in seen["classifier"].items())
+    assert seen["in_use"] is False
+    # afterwards: q(c|x) back in use, distinct centroids at k-means centres of the latent
+    module = model.module
+    assert module.classifier_in_use is True
+    assert torch.cdist(module.prior_means, module.prior_means).triu(1).sum() > 0
+    assert torch.isclose(torch.softmax(module.prior_logits, 0).sum(), torch.tensor(1.0))
+    assert len(model.history["stage0_elbo_train"]) == 3

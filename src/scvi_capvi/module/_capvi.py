@@ -326,6 +326,8 @@ class CapVIModule(BaseModuleClass):
         # cells, fitted after training: the reference of the "latent" novelty score
         self.register_buffer("latent_class_means", torch.zeros(n_labels, n_latent))
         self.register_buffer("latent_precision", torch.eye(n_latent))
+        # the training plan turns q(c|x) off during a GMVAE's warm-up
+        self.classifier_in_use = True
 
     # ------------------------------------------------------------------ helpers
     def classifier_parameters(self):
@@ -421,7 +423,8 @@ class CapVIModule(BaseModuleClass):
             "z": z,
             "ql": ql,
             "library": library,
-            "class_logits": self.classify(x),
+            # a GMVAE's warm-up has no use for q(c|x) (every component is the same)
+            "class_logits": self.classify(x) if self.classifier_in_use else None,
         }
 
     @auto_move_data
@@ -474,6 +477,8 @@ class CapVIModule(BaseModuleClass):
         qz = inference_outputs["qz"]
         logits = inference_outputs["class_logits"]
         n_cells = x.shape[0]
+        if logits is None:  # q(c|x) = phi: with identical components the bound is the same
+            logits = self.prior_logits.detach().expand(n_cells, -1)
 
         rec = -generative_outputs["px"].log_prob(x).sum(-1)
         if self.use_observed_lib_size:

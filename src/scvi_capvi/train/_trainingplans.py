@@ -167,6 +167,8 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
         return frozen
 
     def on_fit_start(self):
+        # with every centroid equal, q(c|x) changes no term of the warm-up's loss: skip it
+        self.module.classifier_in_use = self.stage != "warmup"
         for name, p in self._frozen_parameters().items():
             self._frozen_requires_grad[name] = p.requires_grad
             p.requires_grad_(False)
@@ -182,6 +184,7 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
                     child.eval()
 
     def _unfreeze(self):
+        self.module.classifier_in_use = True
         for name, p in self._frozen_parameters().items():
             p.requires_grad_(self._frozen_requires_grad.get(name, True))
 

@@ -381,3 +381,20 @@ def test_gmvae_warmup_is_a_plain_vae_then_kmeans_starts_the_mixture(adata):
     assert torch.cdist(module.prior_means, module.prior_means).triu(1).sum() > 0
     assert torch.isclose(torch.softmax(module.prior_logits, 0).sum(), torch.tensor(1.0))
     assert len(model.history["stage0_elbo_train"]) == 3
+
+
+def test_gmvae_query_trains_from_the_reference_prior(adata):
+    data = adata.copy()
+    CapVI.setup_anndata(data, batch_key="batch", layer="counts")
+    scvi.settings.seed = 0
+    reference = CapVI(data, n_components=3, **SMALL)
+    reference.train(max_epochs=2, frozen_epochs=2, classifier_epochs=1, **QUIET)
+    query_data = synthetic_adata(n_cells=60, seed=5, batches=("b3",))
+    del query_data.obs["cell_type"]
+    query = CapVI.load_query_data(query_data, reference)
+    means = reference.module.prior_means.detach().clone()
+    # no warm-up: it would put every centroid back at 0 and k-means would move them
+    with pytest.warns(UserWarning, match="stage 3 only"):
+        query.train(max_epochs=1, **QUIET)
+    assert not any(k.startswith("stage0_") for k in query.history)
+    assert torch.allclose(query.module.prior_means, means)  # frozen by scArches' defaults

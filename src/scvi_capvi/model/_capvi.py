@@ -493,7 +493,7 @@ class CapVI(
 
         stages = ["joint"]
         labelled_train = self._is_labelled(train_idx)
-        if pretrain_classifier and not self.use_labels:
+        if pretrain_classifier and not self.use_labels and not getattr(self, "is_query_", False):
             # GMVAE: a VAE warm-up, components from k-means on its latent, q(c|x) fitted to
             # them, then end to end (without it, most components stay empty: issue 16)
             stages = ["warmup", "classifier", "joint"]

@@ -262,4 +262,6 @@ class CheckedQueryMixin:
                     )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_VAR_NAMES_WARNING)
-            return super().load_query_data(adata, reference_model, **kwargs)
+            model = super().load_query_data(adata, reference_model, **kwargs)
+        model.is_query_ = True  # trains from the reference's prior (no fresh GMVAE start)
+        return model

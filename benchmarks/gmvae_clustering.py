@@ -30,9 +30,8 @@ import scvi
 import torch
 
 from scvi_capvi.benchmark import available_datasets, load_dataset
-from scvi_capvi.benchmark._clustering import gmvae_clustering
+from scvi_capvi.benchmark._clustering import fit_gmvae, gmvae_clustering
 from scvi_capvi.metrics import clustering_agreement, components_used
-from scvi_capvi.model import CapVI
 
 RESULTS = Path(__file__).parent / "results"
 NETWORKS = {
@@ -76,10 +75,7 @@ def choose_k(adata, ks, max_epochs, seed, network):
     rows = []
     for k in ks:
         scvi.settings.seed = seed
-        data = adata.copy()
-        CapVI.setup_anndata(data, batch_key="batch" if data.obs["batch"].nunique() > 1 else None)
-        model = CapVI(data, n_components=k, **NETWORKS[network])
-        model.train(max_epochs=max_epochs - max_epochs // 2, frozen_epochs=max_epochs // 2)
+        model, _ = fit_gmvae(adata, k, max_epochs, **NETWORKS[network])
         val = model.validation_indices
         components = model.predict(soft=True).to_numpy().argmax(1)
         rows.append({
@@ -89,7 +85,7 @@ def choose_k(adata, ks, max_epochs, seed, network):
                 model.get_marginal_ll(indices=val, n_mc_samples=100, progress_bar=False)
             ),
             "components_used": components_used(components, k),
-            **clustering_agreement(data.obs["cell_type"], components),
+            **clustering_agreement(adata.obs["cell_type"], components),
         })  # fmt: skip
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
@@ -97,7 +93,7 @@ def choose_k(adata, ks, max_epochs, seed, network):
 
 def summarise() -> pd.DataFrame:
     """Mean ± sd over seeds per dataset and method, from every result file present."""
-    paths = [p for p in sorted(RESULTS.glob("gmvae_clustering_*_seed*.csv"))]
+    paths = sorted(RESULTS.glob("gmvae_clustering_*_seed*.csv"))
     table = pd.concat([pd.read_csv(p) for p in paths]).drop_duplicates(
         ["dataset", "method", "seed"], keep="last"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import numpy as np
@@ -15,8 +14,6 @@ from scvi_capvi.model import CapVI
 
 from ._registry import BATCH_KEY, LABELS_KEY
 from ._runs import fit_scvi_as_users_run_it
-
-logger = logging.getLogger(__name__)
 
 
 def kmeans_clusters(latent: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
@@ -55,6 +52,27 @@ def leiden_clusters(
     return best[1], best[2]
 
 
+def fit_gmvae(
+    adata: AnnData,
+    n_components: int,
+    max_epochs: int = 100,
+    batch_key: str | None = BATCH_KEY,
+    **gmvae_kwargs,
+) -> tuple[CapVI, float]:
+    """Register a copy of ``adata`` without labels (with the batch when it has several) and
+    train CapVI's GMVAE with ``n_components`` components for ``max_epochs`` epochs, split as
+    :meth:`~scvi_capvi.model.CapVI.train` splits them by default (half VAE warm-up, half end to
+    end). Returns the model and its training wall time in seconds."""
+    data = adata.copy()
+    if batch_key not in data.obs or data.obs[batch_key].nunique() < 2:
+        batch_key = None
+    CapVI.setup_anndata(data, batch_key=batch_key)
+    model = CapVI(data, n_components=n_components, **gmvae_kwargs)
+    start = time.perf_counter()
+    model.train(max_epochs=max_epochs - max_epochs // 2, frozen_epochs=max_epochs // 2)
+    return model, time.perf_counter() - start
+
+
 def gmvae_clustering(
     adata: AnnData,
     n_components: int | None = None,
@@ -85,6 +103,7 @@ def gmvae_clustering(
     rows = []
 
     def row(method, clusters, seconds, **extra):
+        # empty components count as unused, so the found clusters suffice
         codes = pd.factorize(np.asarray(clusters))[0]
         n_found = int(codes.max()) + 1
         rows.append({
@@ -102,17 +121,11 @@ def gmvae_clustering(
     scvi_seconds = fit.seconds
 
     scvi.settings.seed = seed
-    data = adata.copy()
-    CapVI.setup_anndata(data, batch_key=batch_key)
-    model = CapVI(data, n_components=k, **(gmvae_kwargs or {}))
-    start = time.perf_counter()
-    model.train(max_epochs=max_epochs - max_epochs // 2, frozen_epochs=max_epochs // 2)
-    seconds = time.perf_counter() - start
+    model, seconds = fit_gmvae(adata, k, max_epochs, batch_key, **(gmvae_kwargs or {}))
     components = model.predict(soft=True).to_numpy().argmax(1)
     row("CapVI GMVAE", components, seconds, cost_vs_scvi=seconds / scvi_seconds)
-    rows[-1]["components_used"] = components_used(components, k)
     frame = pd.DataFrame(rows)
     frame.insert(0, "seed", seed)
     frame.insert(0, "n_components", k)
-    frame.attrs["gmvae"], frame.attrs["scvi_latent"] = model, latent
+    frame.attrs["gmvae"] = model
     return frame

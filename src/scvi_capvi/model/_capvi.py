@@ -171,6 +171,7 @@ class CapVI(
         check_float("mixing_penalty", mixing_penalty, 0.0)
         super().__init__(adata)
         self.was_pretrained = False  # from_scvi_model sets it: shorter default training
+        self.is_query_ = False  # load_query_data sets it: a GMVAE keeps the reference's prior
         self.use_labels = self.registry_["setup_args"]["labels_key"] is not None
         if self.use_labels and adata is not None and self.adata_manager._source_registry is None:
             # set up for training (not a loaded model or a query): the annotations must make
@@ -493,7 +494,7 @@ class CapVI(
 
         stages = ["joint"]
         labelled_train = self._is_labelled(train_idx)
-        if pretrain_classifier and not self.use_labels and not getattr(self, "is_query_", False):
+        if pretrain_classifier and not self.use_labels and not self.is_query_:
             # GMVAE: a VAE warm-up, components from k-means on its latent, q(c|x) fitted to
             # them, then end to end (without it, most components stay empty: issue 16)
             stages = ["warmup", "classifier", "joint"]

@@ -549,9 +549,9 @@ class CapVIModule(BaseModuleClass):
         Returns the weighted loss to optimise, and the standard cross-entropy, accuracy and
         number of annotated cells for logging and early stopping.
         """
-        x = tensors[REGISTRY_KEYS.X_KEY]
         if not self.use_labels:
             return self._component_distillation_loss(tensors)
+        x = tensors[REGISTRY_KEYS.X_KEY]
         labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
         mask = self._labels_mask(labels)
         n = mask.sum()
@@ -576,11 +576,11 @@ class CapVIModule(BaseModuleClass):
         """GMVAE stage 1: cross-entropy of q(c|x) to the components' posterior
         :meth:`component_logits` under the current encoder and prior (held fixed)."""
         x = tensors[REGISTRY_KEYS.X_KEY]
+        # one pass gives q(c|x) and the encoder's q(z|x); only q(c|x) gets a gradient
+        out = self.inference(**self._get_inference_input(tensors))
+        logits, qz = out["class_logits"], out["qz"]
         with torch.no_grad():
-            inputs = self._get_inference_input(tensors)
-            qz = self.inference(**inputs)["qz"]
             target = F.softmax(self.component_logits(qz.loc, qz.scale.pow(2)), -1)
-        logits = self.classify(x)
         loss = -(target * F.log_softmax(logits, -1)).sum(-1).mean()
         return {
             "loss": loss,

@@ -60,7 +60,8 @@ def check_layer(adata: AnnData, layer: str | None):
     """Raise a ``KeyError`` naming ``layer`` (and close matches) if it is not a layer."""
     if layer is None or layer in adata.layers:
         return
-    names = list(adata.layers.keys())
+    # anndata >= 0.13 also lists .X in adata.layers, under the key None
+    names = [name for name in adata.layers.keys() if name is not None]
     close = difflib.get_close_matches(str(layer), names, n=1)
     hint = f" Did you mean layer={close[0]!r}?" if close else ""
     raise KeyError(

@@ -279,7 +279,11 @@ def test_recipes_set_library_dispersion_annotations_and_monitor(adata):
             self.seen = {}
 
         def on_train_start(self, trainer, pl_module):
-            self.seen[pl_module.stage] = pl_module.monitor
+            # the monitor of the best-epoch restore (early stopping uses the same)
+            from scvi_capvi.train import RestoreBestEpoch
+
+            (best,) = [cb for cb in trainer.callbacks if isinstance(cb, RestoreBestEpoch)]
+            self.seen[pl_module.stage] = best.monitor
 
     for recipe, elbo_monitor in (
         ("scvi-tools", "elbo_validation"),

@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
+from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 
 from ..module import NBAutoencoderModule
 from ._io import SafeSaveLoadMixin
 from ._mixins import CountsSetupMixin, HardenedModelMixin
+from ._training import RobustTrainingMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,7 +26,7 @@ class NBAutoencoder(
     HardenedModelMixin,
     VAEMixin,
     RNASeqMixin,
-    UnsupervisedTrainingMixin,
+    RobustTrainingMixin,
     BaseModelClass,
 ):
     """Deterministic negative-binomial autoencoder (DCA-style; paper 001's "AE" column).

@@ -18,13 +18,12 @@ from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
     RNASeqMixin,
-    UnsupervisedTrainingMixin,
     VAEMixin,
 )
 from scvi.utils import setup_anndata_dsp
 
 from scvi_capvi.module import CapVIModule
-from scvi_capvi.train import CapVITrainingPlan, SafeTrainRunner
+from scvi_capvi.train import CapVITrainingPlan
 from scvi_capvi.train._progress import StageProgressBar
 from scvi_capvi.train._trainingplans import STAGE_MONITORS, STAGE_NUMBERS, STAGE_TITLES
 
@@ -41,6 +40,7 @@ from ._mixins import (
     library_size_prior,
 )
 from ._novelty import NoveltyMethod, NoveltyMixin
+from ._training import RobustTrainingMixin
 from ._validation import (
     check_cell_types,
     check_covariates,
@@ -88,7 +88,7 @@ class CapVI(
     VAEMixin,
     RNASeqMixin,
     ArchesMixin,
-    UnsupervisedTrainingMixin,
+    RobustTrainingMixin,
     BaseModelClass,
 ):
     """Cell-type annotation prior VI (capVI) :cite:p:`Clivio22`.
@@ -531,7 +531,7 @@ class CapVI(
             self._run_stages(stages, epochs, history, **run)
         finally:
             # also after an interrupt or a failure: keep the finished stages' history and the
-            # split; SafeTrainRunner has restored the last good parameters
+            # split; KeepUsableOnFailure has restored usable parameters
             self.history_ = history
             self.train_indices, self.validation_indices, self.test_indices = split
         self.is_trained_ = True
@@ -677,39 +677,24 @@ class CapVI(
         default_monitor = (
             STAGE_MONITORS[stage] if stage == "classifier" else RECIPES[self.recipe]["monitor"]
         )
-        monitor = trainer_kwargs.setdefault("early_stopping_monitor", default_monitor)
-        if has_val:
-            # validate every epoch even without early stopping: the curves go into
-            # `history` and `restore_best` needs them (scvi-tools would skip validation)
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        kwargs = {"monitor": monitor, **plan_kwargs}
-        if not has_val:
-            kwargs["restore_best"] = False
-        plan = self._training_plan_cls(self.module, stage=stage, **kwargs)
+        trainer_kwargs.setdefault("early_stopping_monitor", default_monitor)
         # a last minibatch of 1-2 cells breaks BatchNorm: drop it, as scvi-tools advises
         n_last = len(indices[0]) % batch_size
         trainer_kwargs.setdefault(
             "log_every_n_steps", default_log_every_n_steps(len(indices[0]), batch_size)
         )
-        splitter = DataSplitter(
-            self.adata_manager,
-            external_indexing=list(indices),
-            batch_size=batch_size,
-            drop_last=0 < n_last < 3,
-        )
         # Lightning keeps the modes it finds; the previous stage ended in eval mode
         self.module.train()
         # each stage gets a fresh history (TrainRunner appends only to keys it already knows)
         self.history_, self.is_trained_ = None, False
-        runner = SafeTrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
+        return super().train(
             max_epochs=int(max_epochs),
+            batch_size=batch_size,
             early_stopping=early_stopping and has_val,
+            datasplitter_kwargs={"external_indexing": list(indices), "drop_last": 0 < n_last < 3},
+            plan_kwargs={**plan_kwargs, "stage": stage},
             **trainer_kwargs,
         )
-        return runner()
 
     # ------------------------------------------------------------------ outputs
     def _validate_query_anndata(self, adata: AnnData | None) -> AnnData:

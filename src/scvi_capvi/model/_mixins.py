@@ -23,7 +23,6 @@ from scvi.data.fields import (
 from scvi.model._utils import _init_library_size
 from scvi.utils import setup_anndata_dsp, track
 
-from ..train import FiniteLossTrainingPlan, SafeTrainRunner
 from ._validation import (
     _preview,
     check_batches,
@@ -233,19 +232,11 @@ def check_setup_anndata(
 
 
 class HardenedModelMixin:
-    """Checks every AnnData a model meets, and keeps the model usable when training fails.
-
-    * an AnnData the model has not registered (a query given to a getter, a copy) must have
-      the model's genes in the model's order, raw counts, and only batches the model knows;
-    * ``train`` re-checks the registered counts (they may have been normalised in place after
-      ``setup_anndata``);
-    * training runs through :class:`~scvi_capvi.train.SafeTrainRunner` (last good state after
-      an interrupt or a non-finite loss) and, for scvi-tools' plan, stops at the first
-      non-finite loss (:class:`~scvi_capvi.train.FiniteLossTrainingPlan`).
+    """Checks every AnnData a model meets: an AnnData the model has not registered (a query
+    given to a getter, a copy) must have the model's genes in the model's order, raw counts,
+    and only batches the model knows; ``_check_training_data`` re-checks the registered
+    counts before training (they may have been normalised in place after ``setup_anndata``).
     """
-
-    _training_plan_cls = FiniteLossTrainingPlan
-    _train_runner_cls = SafeTrainRunner
 
     def __repr__(self) -> str:
         # plain text: scvi-tools prints the summary with rich markup (ANSI escapes in stored
@@ -332,10 +323,6 @@ class HardenedModelMixin:
             warn_zero_genes=False,
             allow_non_integer=bool(setup_args.get("allow_non_integer_counts")),
         )
-
-    def train(self, *args, **kwargs):
-        self._check_training_data()
-        return super().train(*args, **kwargs)
 
 
 class CountsSetupMixin:

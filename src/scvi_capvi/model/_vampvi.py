@@ -14,7 +14,6 @@ from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
     RNASeqMixin,
-    UnsupervisedTrainingMixin,
     VAEMixin,
 )
 
@@ -27,6 +26,7 @@ from ._mixins import (
     default_log_every_n_steps,
     library_size_prior,
 )
+from ._training import RobustTrainingMixin
 from ._validation import check_float, check_int, check_split
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class VampVI(
     VAEMixin,
     RNASeqMixin,
     ArchesMixin,
-    UnsupervisedTrainingMixin,
+    RobustTrainingMixin,
     BaseModelClass,
 ):
     """VAE with a VampPrior and/or IAF posterior for scRNA-seq counts (Dony et al., paper 001).

@@ -1,4 +1,4 @@
-"""NBAutoencoder: the non-generative reference model of paper 001."""
+"""NBAutoencoder: the non-generative reference model of :cite:t:`Dony20`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class NBAutoencoder(
     RobustTrainingMixin,
     BaseModelClass,
 ):
-    """Deterministic negative-binomial autoencoder (DCA-style; paper 001's "AE" column).
+    """Deterministic negative-binomial autoencoder (DCA-style; :cite:t:`Dony20`'s "AE" column).
 
     Trained on the NB reconstruction loss only; no prior, no KL, no marginal likelihood.
     Registered with the same fields as :class:`~scvi_capvi.model.VampVI`.

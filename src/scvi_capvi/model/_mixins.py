@@ -397,7 +397,7 @@ class ImportanceSampledLLMixin:
         indices
             Cells of ``adata`` to evaluate; all cells if ``None``.
         n_mc_samples
-            Number of importance samples per cell (paper 000 uses 5,000).
+            Number of importance samples per cell (:cite:t:`Clivio22` uses 5,000).
         batch_size
             Cells per minibatch (default 128).
         return_mean

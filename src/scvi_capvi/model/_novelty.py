@@ -1,9 +1,9 @@
-"""Unknown cell types and calibrated annotation for CapVI (paper 000 §5, open question).
+"""Unknown cell types and calibrated annotation for CapVI (:cite:t:`Clivio22`, §5, open question).
 
 A cell of a type absent from the annotation is poorly explained by every prior mode
 ``N(mu_c, sigma_c^2 I)``: the mixture density at its posterior mean is low. The classifier
 ``q(c|x)`` gives a second, independent signal (its maximum probability and entropy, the only
-guard scANVI reports, paper 004). Both become per-cell *novelty scores* (higher = more likely
+guard scANVI reports, :cite:t:`Xu21`). Both become per-cell *novelty scores* (higher = more likely
 an unknown type); a threshold set on validation cells of known types turns them into an
 "unknown" call at a chosen false-unknown rate. Temperature scaling (Guo et al. 2017) of
 ``q(c|x)``, fitted on the validation cells after training, makes the soft predictions
@@ -132,7 +132,7 @@ class NoveltyMixin:
         ``"entropy"``
             Entropy of the (temperature-scaled) classifier ``q(c|x)``, in nats.
         ``"max_prob"``
-            ``1 - max_c q(c|x)``: scANVI's maximum posterior probability (paper 004), turned
+            ``1 - max_c q(c|x)``: scANVI's maximum posterior probability (:cite:t:`Xu21`), turned
             into a novelty score.
         ``"combined"``
             Mean of the ``"latent"`` and ``"entropy"`` scores, each first mapped to its

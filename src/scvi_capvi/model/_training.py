@@ -32,7 +32,7 @@ class RobustTrainingMixin(UnsupervisedTrainingMixin):
 
     * the registered counts are checked again (they may have been normalised in place after
       ``setup_anndata``);
-    * three callbacks (:mod:`scvi_capvi.train`): training stops at the first epoch with a
+    * three callbacks (``scvi_capvi.train``): training stops at the first epoch with a
       non-finite loss (:class:`~scvi_capvi.train.FiniteLossGuard`); with validation cells the
       model ends on its best validation epoch (:class:`~scvi_capvi.train.RestoreBestEpoch`,
       on ``early_stopping_monitor``, validating every epoch); after a failure or Ctrl+C it

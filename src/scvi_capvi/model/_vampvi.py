@@ -1,4 +1,5 @@
-"""VampVI: scvi-tools model around :class:`~scvi_capvi.module.VampPriorModule` (paper 001)."""
+"""VampVI (:cite:t:`Dony20`): scvi-tools model around
+:class:`~scvi_capvi.module.VampPriorModule`."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class VampVI(
     RobustTrainingMixin,
     BaseModelClass,
 ):
-    """VAE with a VampPrior and/or IAF posterior for scRNA-seq counts (Dony et al., paper 001).
+    """VAE with a VampPrior and/or IAF posterior for scRNA-seq counts (:cite:t:`Dony20`).
 
     ``prior="normal", posterior="normal"`` is the paper's VAE column, ``posterior="iaf"`` its
     VAE-IAF, ``prior="vamp"`` its VAE-VAMP; ``prior="vamp", posterior="iaf"`` is the combination
@@ -189,7 +190,7 @@ class VampVI(
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ):
-        """Train the model, with the full, unannealed KL by default (paper 001 §1-2).
+        """Train the model, with the full, unannealed KL by default (:cite:t:`Dony20`, §1-2).
 
         As :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`, except that
         ``n_epochs_kl_warmup`` defaults to ``None``: scvi-tools' plan anneals the KL weight

@@ -1,4 +1,4 @@
-"""CapVI: a VAE whose prior has one Gaussian mode per cell type (paper 000, Clivio et al.)."""
+"""CapVI: a VAE whose prior has one Gaussian mode per cell type (:cite:t:`Clivio22`)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def gaussian_kl_to_centroids(
 
     Returns
     -------
-    ``(n_cells, C)`` closed-form KL divergences (paper 000 §3: q(z) does not depend on c, so
-    all C terms share one encoder pass).
+    ``(n_cells, C)`` closed-form KL divergences (:cite:t:`Clivio22`, §3: q(z) does not depend
+    on c, so all C terms share one encoder pass).
     """
     n_latent = qz_m.shape[-1]
     log_var = 2.0 * log_scale.expand(mu.shape[0])  # (C,)
@@ -70,7 +70,7 @@ def batch_mixing_penalty(
     n_batch: int,
     weight: float,
 ) -> torch.Tensor:
-    r"""Batch-mixing penalty of paper 000 §3.
+    r"""Batch-mixing penalty of :cite:t:`Clivio22`, §3.
 
     .. math::
         P = \frac{\lambda}{C S} \sum_c \sum_s
@@ -101,7 +101,7 @@ def batch_mixing_penalty(
 
 
 class CapVIModule(BaseModuleClass):
-    """CapVI generative model and inference networks (paper 000 §2–3).
+    """CapVI generative model and inference networks (:cite:t:`Clivio22`, §2–3).
 
     Generative model for cell n: ``c ~ Cat(phi)``, ``z | c ~ N(mu_c, sigma_c^2 I)``,
     ``l | s ~ LogNormal(nu_s, tau_s)``, ``x | z, l, s ~ ZINB(l rho(z, s), theta_{g,s}, pi(z, s))``.
@@ -253,7 +253,7 @@ class CapVIModule(BaseModuleClass):
         n_disp = max(n_batch, 1) if dispersion == "gene-batch" else 1
         self.px_r = nn.Parameter(torch.randn(n_input, n_disp))
 
-        # the batch enters encoders and decoder (paper 000); other covariates as in scVI
+        # the batch enters encoders and decoder (Clivio et al. 2022); other covariates as in scVI
         cat_list = [n_batch, *self.n_cats_per_cov]
         encoder_cat_list = cat_list if encode_covariates else [n_batch]
         n_input_encoder = n_input + self.n_continuous_cov * encode_covariates
@@ -304,7 +304,8 @@ class CapVIModule(BaseModuleClass):
             use_layer_norm=True,
         )
 
-        # Prior: centroids mu_c, mixing weights phi (as logits), scale sigma (paper 000 §2).
+        # Prior: centroids mu_c, mixing weights phi (as logits), scale sigma (Clivio et al.
+        # 2022, §2).
         self.prior_means = nn.Parameter(prior_init_scale * torch.randn(n_labels, n_latent))
         self.prior_logits = nn.Parameter(torch.zeros(n_labels))
         log_scale = torch.full((n_labels,) if learn_prior_scale else (1,), math.log(prior_scale))
@@ -466,7 +467,8 @@ class CapVIModule(BaseModuleClass):
         return {"px": px}
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
-        """Negative ELBO (labelled / unlabelled bounds, paper 000 §3) plus the mixing penalty.
+        """Negative ELBO (labelled / unlabelled bounds, :cite:t:`Clivio22`, §3) plus the mixing
+        penalty.
 
         The penalty is computed on the minibatch and divided by its number of cells so that it
         is on the same per-cell scale as the averaged negative ELBO.

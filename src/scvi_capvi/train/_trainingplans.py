@@ -1,4 +1,4 @@
-"""Training plan for CapVI's three stages (paper 000 §3, "Training procedure")."""
+"""Training plan for CapVI's three stages (:cite:t:`Clivio22`, §3, "Training procedure")."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from scvi.module.base import BaseModuleClass
 from scvi.train import TrainingPlan
 
 STAGES = ("warmup", "classifier", "frozen", "joint")
-# Validation criterion each stage early-stops on (paper 000 §4.2).
+# Validation criterion each stage early-stops on (Clivio et al. 2022 §4.2).
 STAGE_MONITORS = {
     "warmup": "reconstruction_loss_validation",
     "classifier": "classifier_cross_entropy_validation",
@@ -42,7 +42,7 @@ class CapVITrainingPlan(TrainingPlan):
     reads stay in eval mode).
 
     Adam with ``eps=0.01`` as in the paper. The model trains every stage with the package's
-    callbacks (:mod:`scvi_capvi.train`): a non-finite loss stops the stage, and the stage
+    callbacks (``scvi_capvi.train``): a non-finite loss stops the stage, and the stage
     ends on the parameters of its best validation epoch.
 
     Parameters

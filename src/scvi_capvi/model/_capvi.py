@@ -23,9 +23,9 @@ from ._capvi_predict import PredictionMixin
 from ._capvi_training import StagedTrainingMixin
 from ._from_scvi import capvi_arguments_from_scvi, init_from_scvi
 from ._io import CheckedQueryMixin, SafeSaveLoadMixin
+from ._marginal_ll import ImportanceSampledLLMixin
 from ._mixins import (
     HardenedModelMixin,
-    ImportanceSampledLLMixin,
     UnseenAsUnlabeledField,
     check_setup_anndata,
     covariate_fields,

@@ -204,7 +204,7 @@ class StagedTrainingMixin(RobustTrainingMixin):
             label = f"stage {position}/{len(stages)}: {STAGE_TITLES[stage]}"
             if stage == "warmup":
                 with torch.no_grad():  # every centroid at 0: the prior is N(0, sigma^2 I)
-                    self.module.prior_means.zero_()
+                    self.module.prior.means.zero_()
             try:
                 self._run_stage(
                     stage,
@@ -244,9 +244,9 @@ class StagedTrainingMixin(RobustTrainingMixin):
         kmeans = KMeans(n_components, n_init=10, random_state=settings.seed).fit(latent)
         counts = np.bincount(kmeans.labels_, minlength=n_components)
         module = self.module
-        module.prior_means.copy_(torch.as_tensor(kmeans.cluster_centers_).to(module.prior_means))
-        module.prior_logits.copy_(
-            torch.as_tensor(np.log(counts / counts.sum())).to(module.prior_logits)
+        module.prior.means.copy_(torch.as_tensor(kmeans.cluster_centers_).to(module.prior.means))
+        module.prior.logits.copy_(
+            torch.as_tensor(np.log(counts / counts.sum())).to(module.prior.logits)
         )
         # each component's scale: the spread of its cells' posteriors around the centre,
         # E[(z - mu_c)^2] under q(z|x) (pooled over components unless each has its own).
@@ -255,13 +255,13 @@ class StagedTrainingMixin(RobustTrainingMixin):
         # q(z|x) and the first epochs would tear the latent apart.
         spread = (latent - kmeans.cluster_centers_[kmeans.labels_]) ** 2 + variances
         sq = spread.mean(1)
-        if module.prior_log_scale.numel() > 1:
+        if module.prior.log_scale.numel() > 1:
             per = np.bincount(kmeans.labels_, sq, n_components) / np.maximum(counts, 1)
             scale = np.sqrt(np.where(counts > 1, per, sq.mean()))
         else:
             scale = np.sqrt(sq.mean())
-        module.prior_log_scale.copy_(
-            torch.as_tensor(np.log(np.maximum(scale, 1e-3))).to(module.prior_log_scale)
+        module.prior.log_scale.copy_(
+            torch.as_tensor(np.log(np.maximum(scale, 1e-3))).to(module.prior.log_scale)
         )
 
     def _is_labelled(self, indices: np.ndarray) -> np.ndarray:

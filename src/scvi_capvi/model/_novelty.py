@@ -72,8 +72,8 @@ class NoveltyMixin:
     def _raw_novelty(self, method: str, logits: np.ndarray, means: np.ndarray | None):
         if method == "prior":
             with torch.inference_mode():
-                z = torch.as_tensor(means, device=self.module.prior_means.device)
-                return -self.module.log_prior_z(z).cpu().numpy().astype(np.float64)
+                z = torch.as_tensor(means, device=self.module.prior.means.device)
+                return -self.module.prior.log_prob(z).cpu().numpy().astype(np.float64)
         if method == "latent":
             means = torch.as_tensor(means, dtype=torch.float64)
             centroids = self.module.latent_class_means.double().cpu()
@@ -216,7 +216,7 @@ class NoveltyMixin:
         present = counts > 0
         centroids[present] /= counts[present, None]
         # a type absent from the training cells keeps its prior centroid
-        centroids[~present] = self.module.prior_means.detach().cpu().numpy()[~present]
+        centroids[~present] = self.module.prior.means.detach().cpu().numpy()[~present]
         residual = means - centroids[codes]
         cov = residual.T @ residual / (len(means) - present.sum())
         # a small ridge keeps the precision finite for dimensions the encoder left unused

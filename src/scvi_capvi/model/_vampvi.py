@@ -20,10 +20,10 @@ from scvi.model.base import (
 
 from ..module import VampPriorModule
 from ._io import CheckedQueryMixin, SafeSaveLoadMixin
+from ._marginal_ll import ImportanceSampledLLMixin
 from ._mixins import (
     CountsSetupMixin,
     HardenedModelMixin,
-    ImportanceSampledLLMixin,
     default_log_every_n_steps,
     library_size_prior,
 )

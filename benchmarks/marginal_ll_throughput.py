@@ -37,7 +37,7 @@ from _common import environment, write
 from scvi_capvi.benchmark import load_dataset
 from scvi_capvi.benchmark._runs import PAPER_ARCHITECTURE
 from scvi_capvi.model import CapVI, VampVI
-from scvi_capvi.model._mixins import (
+from scvi_capvi.model._marginal_ll import (
     ImportanceSampledLLMixin,
     default_samples_per_pass,
 )

@@ -28,9 +28,13 @@ import torch
 FIXTURE = Path(__file__).parent / "data" / "behaviour.npz"
 N_MC = 500
 QUIET = {"enable_progress_bar": False}
-# parameter names of the recorded state -> names in the current modules (empty until a
-# refactor renames a parameter)
-RENAMED: dict[str, str] = {}
+# parameter names of the recorded state -> names in the current modules
+RENAMED: dict[str, str] = {
+    # CapVI's mixture prior became a submodule (GaussianMixturePrior)
+    "prior_means": "prior.means",
+    "prior_logits": "prior.logits",
+    "prior_log_scale": "prior.log_scale",
+}
 
 
 def toy() -> ad.AnnData:

@@ -45,3 +45,18 @@ def test_stored_weights_give_the_stored_outputs(recorded, name):
     assert ll.shape == ll_expected.shape and np.isfinite(ll).all()
     assert np.abs(ll - ll_expected).max() <= LL_ATOL_CELL
     assert abs(ll.mean() - ll_expected.mean()) <= LL_ATOL_MEAN
+
+
+def test_a_capvi_state_with_the_old_prior_names_loads(recorded):
+    """Models saved before the mixture prior became a submodule (flat ``prior_means``,
+    ``prior_logits``, ``prior_log_scale``) load through the module's pre-hook."""
+    model = build("capvi", toy())
+    prefix = "capvi/state/"
+    old = {
+        k[len(prefix) :]: torch.as_tensor(recorded[k])
+        for k in recorded.files
+        if k.startswith(prefix)
+    }
+    assert {"prior_means", "prior_logits", "prior_log_scale"} <= set(old)
+    model.module.load_state_dict(old, strict=True)
+    torch.testing.assert_close(model.module.prior.means, old["prior_means"])

@@ -9,7 +9,8 @@ from scvi import REGISTRY_KEYS
 from torch.distributions import Normal, kl_divergence
 
 from scvi_capvi.module import CapVIModule
-from scvi_capvi.module._capvi import batch_mixing_penalty, gaussian_kl_to_centroids
+from scvi_capvi.module._capvi import batch_mixing_penalty
+from scvi_capvi.module._priors import gaussian_kl_to_centroids
 
 N_CELLS, N_GENES, N_TYPES, N_BATCH, N_LATENT = 12, 15, 4, 3, 5
 
@@ -29,7 +30,7 @@ def _module(**kwargs) -> CapVIModule:
     module = CapVIModule(**{**defaults, **kwargs})
     # move the centroids and weights away from their initial values so the test is generic
     with torch.no_grad():
-        module.prior_logits.copy_(torch.randn(N_TYPES))
+        module.prior.logits.copy_(torch.randn(N_TYPES))
     return module.eval()
 
 
@@ -73,12 +74,12 @@ def _brute_force_bounds(module, tensors, inf, gen):
         module.library_log_means[0, b][:, None], module.library_log_vars[0, b][:, None].sqrt()
     )
     kl_l = kl_divergence(ql, prior_l).sum(-1)
-    log_phi = torch.log_softmax(module.prior_logits, -1)
-    scale = module.prior_log_scale.exp().expand(N_TYPES)
+    log_phi = torch.log_softmax(module.prior.logits, -1)
+    scale = module.prior.log_scale.exp().expand(N_TYPES)
     bounds = torch.stack(
         [
             -rec
-            - kl_divergence(qz, Normal(module.prior_means[c], scale[c].expand(N_LATENT))).sum(-1)
+            - kl_divergence(qz, Normal(module.prior.means[c], scale[c].expand(N_LATENT))).sum(-1)
             - kl_l
             + log_phi[c]
             for c in range(N_TYPES)
@@ -154,7 +155,7 @@ def test_penalty_enters_loss_per_cell():
         no_pen = _module(mixing_penalty=0.0).loss(tensors, inf, gen)
     expected = batch_mixing_penalty(
         inf["qz"].loc, torch.softmax(inf["class_logits"], -1), tensors[REGISTRY_KEYS.BATCH_KEY],
-        module.prior_means, N_BATCH, 0.5,
+        module.prior.means, N_BATCH, 0.5,
     ) / N_CELLS  # fmt: skip
     torch.testing.assert_close(out.loss - no_pen.loss, expected, rtol=1e-4, atol=1e-5)
 
@@ -162,14 +163,14 @@ def test_penalty_enters_loss_per_cell():
 def test_log_prior_is_the_mixture_density():
     # sigma = 1 keeps the brute-force density (no log-sum-exp) away from underflow
     module = _module(learn_prior_scale=True, prior_scale=1.0)
-    z = module.prior_means[torch.randint(0, N_TYPES, (7, 2))] + torch.randn(7, 2, N_LATENT)
-    phi = torch.softmax(module.prior_logits, -1)
-    scale = module.prior_log_scale.exp()
+    z = module.prior.means[torch.randint(0, N_TYPES, (7, 2))] + torch.randn(7, 2, N_LATENT)
+    phi = torch.softmax(module.prior.logits, -1)
+    scale = module.prior.log_scale.exp()
     dens = sum(
-        phi[c] * Normal(module.prior_means[c], scale[c]).log_prob(z).sum(-1).exp()
+        phi[c] * Normal(module.prior.means[c], scale[c]).log_prob(z).sum(-1).exp()
         for c in range(N_TYPES)
     )
-    torch.testing.assert_close(module.log_prior_z(z), dens.log(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(module.prior.log_prob(z), dens.log(), rtol=1e-4, atol=1e-4)
 
 
 def test_importance_weights_shape_and_bound():

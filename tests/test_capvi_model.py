@@ -80,7 +80,7 @@ def test_stages_touch_the_right_parameters(adata):
     # stage 2: the classifier is bit-identical, the rest moves
     assert not _changed(s["frozen", "start"], s["frozen", "end"], "classifier.", True)
     assert _changed(s["frozen", "start"], s["frozen", "end"], "classifier.", False)
-    assert "prior_means" in _changed(s["frozen", "start"], s["frozen", "end"], "c", False)
+    assert "prior.means" in _changed(s["frozen", "start"], s["frozen", "end"], "c", False)
     # stage 3: the classifier moves again
     assert _changed(s["joint", "start"], s["joint", "end"], "classifier.", True)
     # every classifier parameter is trainable again after the frozen stage
@@ -254,7 +254,7 @@ def test_nan_loss_stops_with_the_stage_named(adata):
     CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
     model = CapVI(adata, **SMALL)
     with torch.no_grad():
-        model.module.prior_means.fill_(float("nan"))  # stage 1 does not use the prior
+        model.module.prior.means.fill_(float("nan"))  # stage 1 does not use the prior
     with pytest.raises(FloatingPointError, match=r"stage 2 \(frozen\).*epoch 0"):
         model.train(classifier_epochs=1, frozen_epochs=1, max_epochs=1, **QUIET)
 
@@ -279,7 +279,11 @@ def test_recipes_set_library_dispersion_annotations_and_monitor(adata):
             self.seen = {}
 
         def on_train_start(self, trainer, pl_module):
-            self.seen[pl_module.stage] = pl_module.monitor
+            # the monitor of the best-epoch restore (early stopping uses the same)
+            from scvi_capvi.train import RestoreBestEpoch
+
+            (best,) = [cb for cb in trainer.callbacks if isinstance(cb, RestoreBestEpoch)]
+            self.seen[pl_module.stage] = best.monitor
 
     for recipe, elbo_monitor in (
         ("scvi-tools", "elbo_validation"),
@@ -357,7 +361,7 @@ def test_gmvae_warmup_is_a_plain_vae_then_kmeans_starts_the_mixture(adata):
         def on_train_end(self, trainer, pl_module):
             if pl_module.stage == "warmup":
                 module = pl_module.module
-                seen["means"] = module.prior_means.detach().clone()
+                seen["means"] = module.prior.means.detach().clone()
                 seen["classifier"] = {
                     k: v.clone() for k, v in module.classifier.state_dict().items()
                 }
@@ -378,8 +382,8 @@ def test_gmvae_warmup_is_a_plain_vae_then_kmeans_starts_the_mixture(adata):
     # afterwards: q(c|x) back in use, distinct centroids at k-means centres of the latent
     module = model.module
     assert module.classifier_in_use is True
-    assert torch.cdist(module.prior_means, module.prior_means).triu(1).sum() > 0
-    assert torch.isclose(torch.softmax(module.prior_logits, 0).sum(), torch.tensor(1.0))
+    assert torch.cdist(module.prior.means, module.prior.means).triu(1).sum() > 0
+    assert torch.isclose(torch.softmax(module.prior.logits, 0).sum(), torch.tensor(1.0))
     assert len(model.history["stage0_elbo_train"]) == 3
 
 
@@ -392,9 +396,9 @@ def test_gmvae_query_trains_from_the_reference_prior(adata):
     query_data = synthetic_adata(n_cells=60, seed=5, batches=("b3",))
     del query_data.obs["cell_type"]
     query = CapVI.load_query_data(query_data, reference)
-    means = reference.module.prior_means.detach().clone()
+    means = reference.module.prior.means.detach().clone()
     # no warm-up: it would put every centroid back at 0 and k-means would move them
     with pytest.warns(UserWarning, match="stage 3 only"):
         query.train(max_epochs=1, **QUIET)
     assert not any(k.startswith("stage0_") for k in query.history)
-    assert torch.allclose(query.module.prior_means, means)  # frozen by scArches' defaults
+    assert torch.allclose(query.module.prior.means, means)  # frozen by scArches' defaults

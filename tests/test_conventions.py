@@ -127,7 +127,7 @@ def test_from_scvi_model_starts_where_scvi_ended_then_trains_and_predicts(adata)
     labels = adata.obs["cell_type"].to_numpy()
     for k, name in enumerate(model.cell_types):
         expected = latent[labels == name].mean(0)
-        np.testing.assert_allclose(model.module.prior_means[k].detach(), expected, atol=1e-5)
+        np.testing.assert_allclose(model.module.prior.means[k].detach(), expected, atol=1e-5)
     model.train(**QUIET)
     assert model.history["stage3_elbo_train"].shape[0] <= 10  # the fine-tuning budget
     accuracy = np.mean(model.predict() == adata.obs["true_type"].to_numpy())

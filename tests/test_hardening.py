@@ -433,23 +433,23 @@ def test_nan_loss_stops_capvi_and_vampvi():
 def test_nan_validation_loss_stops_training_with_a_hint():
     """A validation loss that turns NaN (training finite) raises instead of letting early
     stopping end training silently after one epoch."""
-    from scvi.module.base import LossOutput
 
-    from scvi_capvi.train import CapVITrainingPlan
+    class NaNValidation(Callback):
+        # after a finite training epoch of stage 2, the decoder overflows on held-out cells
+        def on_validation_start(self, trainer, pl_module):
+            if pl_module.stage == "frozen" and not trainer.sanity_checking:
+                _corrupt_decoder(pl_module)
 
     adata = make_adata()
     setup(CapVI, adata)
-    plan = CapVITrainingPlan(CapVI(adata, **SMALL).module, stage="frozen")
-    nan = torch.tensor(float("nan"))
-    output = LossOutput(loss=nan, reconstruction_loss=torch.full((4,), nan))
+    model = CapVI(adata, **SMALL)
     with pytest.raises(
         FloatingPointError,
-        match=r"CapVI stage 2 \(frozen\): the validation loss .*reconstruction_loss.*"
-        r"use_observed_lib_size=True",
+        match=r"CapVI stage 2 \(frozen\): the validation loss .*epoch 0.*"
+        r"reconstruction_loss_validation.*use_observed_lib_size=True",
     ):
-        plan.compute_and_log_metrics(output, plan.val_metrics, "validation")
-    finite = LossOutput(loss=torch.tensor(1.0), reconstruction_loss=torch.ones(4))
-    plan._check_finite(finite.loss, [], "validation")  # finite: no error
+        model.train(**EPOCHS, callbacks=[NaNValidation()])
+    assert any(k.startswith("stage1_") for k in model.history) and not model.module.training
 
 
 class Interrupt(Callback):
@@ -499,3 +499,33 @@ def test_keyboard_interrupt_leaves_a_usable_model():
     assert all(torch.equal(state[k], v) for k, v in interrupt.snapshot.items())
     assert vamp.is_trained and np.isfinite(vamp.get_latent_representation()).all()
     assert os.environ.get("PYTEST_CURRENT_TEST")  # still running: no sys.exit
+
+
+def test_vampvi_ends_on_its_best_validation_epoch():
+    """VampVI trains through the same callbacks as CapVI: it validates every epoch and ends
+    on the parameters of the epoch with the best validation ELBO, not the last one."""
+
+    class Snapshots(Callback):
+        def __init__(self):
+            self.states = {}
+
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                state = pl_module.module.state_dict()
+                self.states[trainer.current_epoch] = {k: v.clone() for k, v in state.items()}
+
+    scvi.settings.seed = 0
+    adata = make_adata()
+    setup(VampVI, adata)
+    vamp = VampVI(adata, **VAMP)
+    snapshots = Snapshots()
+    # a large step size makes the validation ELBO go up and down
+    vamp.train(
+        max_epochs=8, batch_size=32, plan_kwargs={"lr": 0.05}, callbacks=[snapshots], **QUIET
+    )
+    elbo = vamp.history["elbo_validation"]["elbo_validation"].to_numpy()
+    assert len(elbo) == 8 == len(snapshots.states)
+    best = int(np.argmin(elbo))
+    assert best < 7, "the last epoch was the best: the test cannot tell restore from no restore"
+    state = vamp.module.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in snapshots.states[best].items())

@@ -57,9 +57,9 @@ def test_prior_score_is_minus_log_mixture_density_at_posterior_mean(hidden_model
     idx = np.arange(10)
     z = torch.as_tensor(model.get_latent_representation(indices=idx))
     module = model.module
-    scale = module.prior_log_scale.exp()
-    comp = torch.distributions.Normal(module.prior_means, scale).log_prob(z[:, None]).sum(-1)
-    expected = -torch.logsumexp(comp + torch.log_softmax(module.prior_logits, -1), -1)
+    scale = module.prior.log_scale.exp()
+    comp = torch.distributions.Normal(module.prior.means, scale).log_prob(z[:, None]).sum(-1)
+    expected = -torch.logsumexp(comp + torch.log_softmax(module.prior.logits, -1), -1)
     np.testing.assert_allclose(
         model.get_novelty_score(indices=idx, method="prior"), expected.detach().numpy(), rtol=1e-4
     )

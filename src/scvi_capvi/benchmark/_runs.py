@@ -21,7 +21,7 @@ from anndata import AnnData
 
 from scvi_capvi.metrics import accuracy, clisi, pairwise_ilisi, weighted_accuracy
 from scvi_capvi.model import CapVI
-from scvi_capvi.model._mixins import default_samples_per_pass
+from scvi_capvi.model._marginal_ll import default_samples_per_pass
 
 PAPER_ARCHITECTURE = {"n_latent": 20, "n_hidden": 256, "n_layers": 3, "dropout_rate": 0.25}
 

@@ -28,7 +28,7 @@ def accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     """Fraction of cells whose predicted label equals the reference label.
 
     The "unweighted accuracy" of Xu et al. (2021), *Mol. Syst. Biol.* 17:e9620 (scANVI,
-    paper 004, Online Methods).
+    :cite:t:`Xu21`, Online Methods).
     """
     y_true, y_pred = _as_labels(y_true, y_pred)
     return float(skm.accuracy_score(y_true, y_pred))
@@ -37,7 +37,7 @@ def accuracy(y_true: Sequence, y_pred: Sequence) -> float:
 def weighted_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     """Accuracy computed per reference cell type, then averaged over cell types.
 
-    Xu et al. (2021), scANVI (paper 004, Online Methods): every cell type weighs the same, so
+    scANVI (:cite:t:`Xu21`, Online Methods): every cell type weighs the same, so
     rare types count as much as abundant ones. Equal to the mean per-class recall
     (:func:`sklearn.metrics.balanced_accuracy_score`) over the classes present in ``y_true``.
     """
@@ -89,7 +89,7 @@ def max_posterior_probability(
 ) -> np.ndarray:
     """Per-cell maximum posterior probability of the classifier.
 
-    Xu et al. (2021), scANVI (paper 004, Online Methods): the highest probability of a cell
+    scANVI (:cite:t:`Xu21`, Online Methods): the highest probability of a cell
     being assigned to one of the *observed* classes, so a cell with its mass on an
     "Unlabeled"/unseen class scores low.
 

@@ -1,4 +1,4 @@
-"""Latent-space metrics of paper 001 (Dony et al., "VAEs with flexible priors ...")."""
+"""Latent-space metrics of :cite:t:`Dony20`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def _as_2d(latent: np.ndarray, name: str) -> np.ndarray:
 
 
 def latent_unit_activity(latent_means: np.ndarray) -> np.ndarray:
-    """Activity ``A_z = diag(Cov_x(E_q[z]))`` of each latent unit (paper 001 Eq. 2; Burda et al.).
+    """Activity ``A_z = diag(Cov_x(E_q[z]))`` of each latent unit (:cite:t:`Dony20`, Eq. 2;
+    Burda et al.).
 
     Parameters
     ----------
@@ -40,7 +41,7 @@ def active_units(
     threshold: float = ACTIVE_UNIT_THRESHOLD,
     return_mask: bool = False,
 ) -> int | tuple[int, np.ndarray]:
-    """Number of active latent units (paper 001 Eq. 2, Table 1 first value).
+    """Number of active latent units (:cite:t:`Dony20`, Eq. 2, Table 1 first value).
 
     Unit ``i`` is active if ``A_{z_i} = Var_x(E_q[z_i]) > threshold`` (paper: 0.01).
 
@@ -90,7 +91,7 @@ def n_pcs_for_variance(latent: np.ndarray, fraction: float = 0.95) -> int:
 def cell_type_asw(
     latent: np.ndarray, labels: np.ndarray, rescale: bool = False, chunk_size: int = 256
 ) -> float:
-    """Average silhouette width of cell-type labels in the embedding (paper 001 Table 2).
+    """Average silhouette width of cell-type labels in the embedding (:cite:t:`Dony20`, Table 2).
 
     ``ASW = mean over cells of (b - a) / max(a, b)`` with ``a`` the mean distance to the
     cell's own type and ``b`` to the nearest other type (Rousseeuw 1987), computed by
@@ -104,7 +105,7 @@ def cell_type_asw(
         ``(n_cells,)`` cell-type labels (at least two distinct values).
     rescale
         Return ``(ASW + 1) / 2`` in ``[0, 1]`` (scIB convention) instead of the raw value in
-        ``[-1, 1]`` that paper 001 reports.
+        ``[-1, 1]`` that :cite:t:`Dony20` reports.
     chunk_size
         Cells per distance chunk.
     """
@@ -118,5 +119,6 @@ def cell_type_asw(
 
 
 def latent_covariance(latent: np.ndarray) -> np.ndarray:
-    """``(n_latent, n_latent)`` covariance of the embedding over cells (paper 001 Fig. 2)."""
+    """``(n_latent, n_latent)`` covariance of the embedding over cells (:cite:t:`Dony20`,
+    Fig. 2)."""
     return np.cov(_as_2d(latent, "latent"), rowvar=False)

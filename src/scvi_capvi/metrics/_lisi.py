@@ -35,7 +35,7 @@ def clisi(
 
     Korsunsky et al. (2019), *Nat. Methods* 16:1289 (Harmony); computed with
     :func:`scib_metrics.lisi_knn`. Unlike scib's ``clisi_knn`` the value is not rescaled:
-    it lies in ``[1, n_cell_types]`` and lower is purer (capVI, paper 000 §4.5).
+    it lies in ``[1, n_cell_types]`` and lower is purer (capVI, :cite:t:`Clivio22`, §4.5).
 
     Parameters
     ----------
@@ -144,7 +144,7 @@ def pairwise_ilisi(
     n_neighbors: int = 90,
     perplexity: float | None = None,
 ) -> np.ndarray:
-    """Per-cell pairwise iLISI of capVI (Clivio et al., paper 000 §4.5), in ``[1, 2]``.
+    """Per-cell pairwise iLISI of capVI (:cite:t:`Clivio22`, §4.5), in ``[1, 2]``.
 
     For a cell of batch ``a`` and each other batch ``b`` present among its neighbours, the
     LISI over ``{a, b}`` alone: with ``p_a``, ``p_b`` the kernel mass of the two batches in the

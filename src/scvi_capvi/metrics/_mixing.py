@@ -1,4 +1,5 @@
-"""Harmonisation metrics of scVI / scANVI: batch entropy mixing and k-NN purity (paper 004)."""
+"""Harmonisation metrics of scVI / scANVI (:cite:t:`Xu21`): batch entropy mixing and k-NN
+purity."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def batch_entropy_mixing(
     n_samples_per_pool: int = 100,
     seed: int = 0,
 ) -> float:
-    """Entropy of batch mixing (Haghverdi et al. 2018; Xu et al. 2021, paper 004).
+    """Entropy of batch mixing (Haghverdi et al. 2018; :cite:t:`Xu21`).
 
     For a cell ``U`` drawn uniformly at random, the empirical batch frequencies among its
     ``n_neighbors`` nearest neighbours (``U`` itself excluded) define a categorical variable;
@@ -66,7 +67,7 @@ def knn_purity(
     labels: np.ndarray,
     n_neighbors: int = 30,
 ) -> float:
-    """k-NN label purity, averaged per cell type (scVI's ``knn_purity``, paper 004 code).
+    """k-NN label purity, averaged per cell type (scVI's ``knn_purity``, :cite:t:`Xu21` code).
 
     Each cell's score is the fraction of its ``n_neighbors`` nearest neighbours (itself
     excluded) that share its label; the scores are averaged within each label, then over
@@ -90,7 +91,7 @@ def knn_jaccard(
 ) -> np.ndarray:
     """Per-cell Jaccard index of the kNN sets of the same cells in two embeddings.
 
-    The building block of paper 004's k-NN purity (Online Methods): for the cells of one
+    The building block of :cite:t:`Xu21`'s k-NN purity (Online Methods): for the cells of one
     batch, ``X_reference`` is their latent space from a model fitted on that batch alone and
     ``X`` their rows of the harmonised latent space; the paper averages the per-cell values,
     then averages over batches. In ``[0, 1]``, higher keeps more of the original structure.

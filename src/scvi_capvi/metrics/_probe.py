@@ -29,7 +29,7 @@ def _dense(X) -> np.ndarray:
 def probe_split(
     n_cells: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded train / validation / test cells of the probe (paper 002: 80/10/10)."""
+    """Seeded train / validation / test cells of the probe (:cite:t:`Bolos20`: 80/10/10)."""
     perm = np.random.default_rng(seed).permutation(n_cells)
     n_train = int(round(fractions[0] * n_cells))
     n_val = int(round(fractions[1] * n_cells))
@@ -47,9 +47,9 @@ def probe_accuracy(
     seed: int = 0,
     return_history: bool = False,
 ) -> float | tuple[float, pd.DataFrame]:
-    """Test accuracy of paper 002's feed-forward probe trained on features ``X``.
+    """Test accuracy of :cite:t:`Bolos20`'s feed-forward probe trained on features ``X``.
 
-    Bolos et al. (paper 002, §2.4, Table 2): one hidden layer of 516 ReLU units, Xavier
+    (:cite:t:`Bolos20`, §2.4, Table 2): one hidden layer of 516 ReLU units, Xavier
     (Glorot) initialisation, softmax output, cross-entropy, Adam with learning rate 1e-4,
     batch size 10, 100 epochs, 80/10/10 train / validation / test split of the cells. The
     weights of the last epoch are evaluated (the paper trains a fixed number of epochs).
@@ -67,7 +67,7 @@ def probe_accuracy(
     seed
         Seed of the split, the initialisation and the minibatch order.
     return_history
-        Also return the per-epoch train / validation accuracy (paper 002 Fig. 3).
+        Also return the per-epoch train / validation accuracy (:cite:t:`Bolos20`, Fig. 3).
 
     Returns
     -------

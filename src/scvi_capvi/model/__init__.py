@@ -2,7 +2,7 @@
 
 from ._autoencoder import NBAutoencoder
 from ._capvi import CapVI
-from ._mixins import ImportanceSampledLLMixin
+from ._marginal_ll import ImportanceSampledLLMixin
 from ._vampvi import VampVI
 
 __all__ = ["CapVI", "ImportanceSampledLLMixin", "NBAutoencoder", "VampVI"]

@@ -1,4 +1,4 @@
-"""NBAutoencoder: the non-generative reference model of paper 001."""
+"""NBAutoencoder: the non-generative reference model of :cite:t:`Dony20`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
+from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 
 from ..module import NBAutoencoderModule
 from ._io import SafeSaveLoadMixin
 from ._mixins import CountsSetupMixin, HardenedModelMixin
+from ._training import RobustTrainingMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,10 +26,10 @@ class NBAutoencoder(
     HardenedModelMixin,
     VAEMixin,
     RNASeqMixin,
-    UnsupervisedTrainingMixin,
+    RobustTrainingMixin,
     BaseModelClass,
 ):
-    """Deterministic negative-binomial autoencoder (DCA-style; paper 001's "AE" column).
+    """Deterministic negative-binomial autoencoder (DCA-style; :cite:t:`Dony20`'s "AE" column).
 
     Trained on the NB reconstruction loss only; no prior, no KL, no marginal likelihood.
     Registered with the same fields as :class:`~scvi_capvi.model.VampVI`.

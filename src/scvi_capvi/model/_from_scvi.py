@@ -150,5 +150,5 @@ def init_from_scvi(model, scvi_model: SCVI, latent: np.ndarray):
         codes = model.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
         means = centroids_from_latent(latent, codes, len(model.cell_types))
         if means is not None:
-            model.module.prior_means.data.copy_(means)
+            model.module.prior.means.data.copy_(means)
     model.was_pretrained = True

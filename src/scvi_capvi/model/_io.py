@@ -189,7 +189,7 @@ class CheckedQueryMixin:
         freeze_classifier: bool = True,
         **kwargs,
     ):
-        """Map a query onto a trained reference with scArches :cite:p:`Lotfollahi21`.
+        """Map a query onto a trained reference with scArches :cite:t:`Lotfollahi21`.
 
         :meth:`scvi.model.base.ArchesMixin.load_query_data` with clear errors: the query's
         batches are added to the reference's, the reference's weights are copied and frozen,

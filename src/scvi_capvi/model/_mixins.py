@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.data._constants import _SCVI_UUID_KEY
@@ -21,13 +19,12 @@ from scvi.data.fields import (
     NumericalObsField,
 )
 from scvi.model._utils import _init_library_size
-from scvi.utils import setup_anndata_dsp, track
+from scvi.utils import setup_anndata_dsp
 
-from ..train import FiniteLossTrainingPlan, SafeTrainRunner
+from ._count_checks import check_counts
 from ._validation import (
     _preview,
     check_batches,
-    check_counts,
     check_known_categories,
     check_layer,
     check_no_missing,
@@ -38,19 +35,7 @@ from ._validation import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from anndata import AnnData
-
-# Upper bound on the number of (sample x cell x gene) values one importance-sampling pass
-# may hold: about 400 MB of float32 for each tensor of that size the decoder makes.
-_IS_ELEMENT_BUDGET = 1e8
-
-
-def default_samples_per_pass(n_mc_samples: int, batch_size: int, n_genes: int) -> int:
-    """Number of importance samples decoded together so one pass stays within memory."""
-    per_sample = max(1, batch_size * n_genes)
-    return int(max(1, min(n_mc_samples, _IS_ELEMENT_BUDGET // per_sample)))
 
 
 def default_log_every_n_steps(n_train_cells: int, batch_size: int) -> int:
@@ -233,19 +218,11 @@ def check_setup_anndata(
 
 
 class HardenedModelMixin:
-    """Checks every AnnData a model meets, and keeps the model usable when training fails.
-
-    * an AnnData the model has not registered (a query given to a getter, a copy) must have
-      the model's genes in the model's order, raw counts, and only batches the model knows;
-    * ``train`` re-checks the registered counts (they may have been normalised in place after
-      ``setup_anndata``);
-    * training runs through :class:`~scvi_capvi.train.SafeTrainRunner` (last good state after
-      an interrupt or a non-finite loss) and, for scvi-tools' plan, stops at the first
-      non-finite loss (:class:`~scvi_capvi.train.FiniteLossTrainingPlan`).
+    """Checks every AnnData a model meets: an AnnData the model has not registered (a query
+    given to a getter, a copy) must have the model's genes in the model's order, raw counts,
+    and only batches the model knows; ``_check_training_data`` re-checks the registered
+    counts before training (they may have been normalised in place after ``setup_anndata``).
     """
-
-    _training_plan_cls = FiniteLossTrainingPlan
-    _train_runner_cls = SafeTrainRunner
 
     def __repr__(self) -> str:
         # plain text: scvi-tools prints the summary with rich markup (ANSI escapes in stored
@@ -333,10 +310,6 @@ class HardenedModelMixin:
             allow_non_integer=bool(setup_args.get("allow_non_integer_counts")),
         )
 
-    def train(self, *args, **kwargs):
-        self._check_training_data()
-        return super().train(*args, **kwargs)
-
 
 class CountsSetupMixin:
     """``setup_anndata`` for models of raw counts with an optional batch and labels column
@@ -379,76 +352,3 @@ class CountsSetupMixin:
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
-
-
-class ImportanceSampledLLMixin:
-    """Marginal log-likelihood ``log p(x)`` by importance sampling, vectorised over samples.
-
-    The module must implement ``log_importance_weights(tensors, n_samples)`` returning a
-    ``(n_samples, n_cells)`` tensor of ``log p(x, latents) - log q(latents | x)`` for draws
-    from the variational posterior. Samples are decoded ``n_mc_samples_per_pass`` at a time
-    and combined with a running log-sum-exp, so the estimate does not depend on the chunking.
-    """
-
-    @torch.inference_mode()
-    def get_marginal_ll(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        n_mc_samples: int = 1000,
-        batch_size: int | None = None,
-        return_mean: bool = True,
-        n_mc_samples_per_pass: int | None = None,
-        progress_bar: bool = True,
-    ) -> float | np.ndarray:
-        """Importance-sampled marginal log-likelihood of each cell (higher is better).
-
-        Parameters
-        ----------
-        adata
-            AnnData registered with the model's ``setup_anndata``; defaults to the training data.
-        indices
-            Cells of ``adata`` to evaluate; all cells if ``None``.
-        n_mc_samples
-            Number of importance samples per cell (paper 000 uses 5,000).
-        batch_size
-            Cells per minibatch (default 128).
-        return_mean
-            Return the mean over cells (a float); otherwise one value per cell.
-        n_mc_samples_per_pass
-            Samples decoded in one vectorised pass; chosen from a memory budget if ``None``.
-        progress_bar
-            Show a progress bar over minibatches (style: ``scvi.settings.progress_bar_style``).
-        """
-        if int(n_mc_samples) < 1:
-            raise ValueError(f"`n_mc_samples` must be >= 1, got {n_mc_samples}.")
-        self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
-        batch_size = batch_size or 128
-        if n_mc_samples_per_pass is None:
-            per_pass = default_samples_per_pass(n_mc_samples, batch_size, adata.n_vars)
-        else:
-            per_pass = int(n_mc_samples_per_pass)
-        if per_pass < 1:
-            raise ValueError(f"`n_mc_samples_per_pass` must be >= 1, got {per_pass}.")
-        per_pass = min(per_pass, n_mc_samples)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        self.module.eval()
-        out = []
-        # one step per minibatch, in scvi-tools' style (``scvi.settings.progress_bar_style``)
-        for tensors in track(
-            loader,
-            description=f"marginal LL ({n_mc_samples} samples per cell)",
-            disable=not progress_bar,
-        ):
-            acc = None
-            done = 0
-            while done < n_mc_samples:
-                k = min(per_pass, n_mc_samples - done)
-                log_w = self.module.log_importance_weights(tensors, n_samples=k)
-                chunk = torch.logsumexp(log_w, dim=0)
-                acc = chunk if acc is None else torch.logaddexp(acc, chunk)
-                done += k
-            out.append((acc - math.log(n_mc_samples)).cpu())
-        ll = torch.cat(out).numpy()
-        return float(ll.mean()) if return_mean else ll

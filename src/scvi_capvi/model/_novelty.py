@@ -1,9 +1,9 @@
-"""Unknown cell types and calibrated annotation for CapVI (paper 000 §5, open question).
+"""Unknown cell types and calibrated annotation for CapVI (:cite:t:`Clivio22`, §5, open question).
 
 A cell of a type absent from the annotation is poorly explained by every prior mode
 ``N(mu_c, sigma_c^2 I)``: the mixture density at its posterior mean is low. The classifier
 ``q(c|x)`` gives a second, independent signal (its maximum probability and entropy, the only
-guard scANVI reports, paper 004). Both become per-cell *novelty scores* (higher = more likely
+guard scANVI reports, :cite:t:`Xu21`). Both become per-cell *novelty scores* (higher = more likely
 an unknown type); a threshold set on validation cells of known types turns them into an
 "unknown" call at a chosen false-unknown rate. Temperature scaling (Guo et al. 2017) of
 ``q(c|x)``, fitted on the validation cells after training, makes the soft predictions
@@ -72,8 +72,8 @@ class NoveltyMixin:
     def _raw_novelty(self, method: str, logits: np.ndarray, means: np.ndarray | None):
         if method == "prior":
             with torch.inference_mode():
-                z = torch.as_tensor(means, device=self.module.prior_means.device)
-                return -self.module.log_prior_z(z).cpu().numpy().astype(np.float64)
+                z = torch.as_tensor(means, device=self.module.prior.means.device)
+                return -self.module.prior.log_prob(z).cpu().numpy().astype(np.float64)
         if method == "latent":
             means = torch.as_tensor(means, dtype=torch.float64)
             centroids = self.module.latent_class_means.double().cpu()
@@ -132,7 +132,7 @@ class NoveltyMixin:
         ``"entropy"``
             Entropy of the (temperature-scaled) classifier ``q(c|x)``, in nats.
         ``"max_prob"``
-            ``1 - max_c q(c|x)``: scANVI's maximum posterior probability (paper 004), turned
+            ``1 - max_c q(c|x)``: scANVI's maximum posterior probability (:cite:t:`Xu21`), turned
             into a novelty score.
         ``"combined"``
             Mean of the ``"latent"`` and ``"entropy"`` scores, each first mapped to its
@@ -216,7 +216,7 @@ class NoveltyMixin:
         present = counts > 0
         centroids[present] /= counts[present, None]
         # a type absent from the training cells keeps its prior centroid
-        centroids[~present] = self.module.prior_means.detach().cpu().numpy()[~present]
+        centroids[~present] = self.module.prior.means.detach().cpu().numpy()[~present]
         residual = means - centroids[codes]
         cov = residual.T @ residual / (len(means) - present.sum())
         # a small ridge keeps the precision finite for dimensions the encoder left unused

@@ -1,4 +1,5 @@
-"""VampVI: scvi-tools model around :class:`~scvi_capvi.module.VampPriorModule` (paper 001)."""
+"""VampVI (:cite:t:`Dony20`): scvi-tools model around
+:class:`~scvi_capvi.module.VampPriorModule`."""
 
 from __future__ import annotations
 
@@ -14,19 +15,19 @@ from scvi.model.base import (
     ArchesMixin,
     BaseModelClass,
     RNASeqMixin,
-    UnsupervisedTrainingMixin,
     VAEMixin,
 )
 
 from ..module import VampPriorModule
 from ._io import CheckedQueryMixin, SafeSaveLoadMixin
+from ._marginal_ll import ImportanceSampledLLMixin
 from ._mixins import (
     CountsSetupMixin,
     HardenedModelMixin,
-    ImportanceSampledLLMixin,
     default_log_every_n_steps,
     library_size_prior,
 )
+from ._training import RobustTrainingMixin
 from ._validation import check_float, check_int, check_split
 
 if TYPE_CHECKING:
@@ -47,10 +48,10 @@ class VampVI(
     VAEMixin,
     RNASeqMixin,
     ArchesMixin,
-    UnsupervisedTrainingMixin,
+    RobustTrainingMixin,
     BaseModelClass,
 ):
-    """VAE with a VampPrior and/or IAF posterior for scRNA-seq counts (Dony et al., paper 001).
+    """VAE with a VampPrior and/or IAF posterior for scRNA-seq counts (:cite:t:`Dony20`).
 
     ``prior="normal", posterior="normal"`` is the paper's VAE column, ``posterior="iaf"`` its
     VAE-IAF, ``prior="vamp"`` its VAE-VAMP; ``prior="vamp", posterior="iaf"`` is the combination
@@ -189,7 +190,7 @@ class VampVI(
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ):
-        """Train the model, with the full, unannealed KL by default (paper 001 §1-2).
+        """Train the model, with the full, unannealed KL by default (:cite:t:`Dony20`, §1-2).
 
         As :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`, except that
         ``n_epochs_kl_warmup`` defaults to ``None``: scvi-tools' plan anneals the KL weight

@@ -2,6 +2,7 @@
 
 from ._autoencoder import NBAutoencoderModule
 from ._capvi import CapVIModule
+from ._priors import GaussianMixturePrior
 from ._vamp import VampPriorModule
 
-__all__ = ["CapVIModule", "NBAutoencoderModule", "VampPriorModule"]
+__all__ = ["CapVIModule", "GaussianMixturePrior", "NBAutoencoderModule", "VampPriorModule"]

@@ -1,4 +1,4 @@
-"""Non-generative negative-binomial autoencoder: paper 001's AE reference column."""
+"""Non-generative negative-binomial autoencoder: :cite:t:`Dony20`'s AE reference column."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ class NBAutoencoderModule(_NBGenerativeMixin, BaseModuleClass):
         generative_outputs: dict,
         kl_weight: float = 1.0,
     ) -> LossOutput:
-        """NB negative log-likelihood per cell (paper 001 Eq. 1); no KL."""
+        """NB negative log-likelihood per cell (:cite:t:`Dony20`, Eq. 1); no KL."""
         x = tensors[REGISTRY_KEYS.X_KEY]
         reconst_loss = -generative_outputs[MODULE_KEYS.PX_KEY].log_prob(x).sum(-1)
         return LossOutput(

@@ -1,4 +1,4 @@
-"""CapVI: a VAE whose prior has one Gaussian mode per cell type (paper 000, Clivio et al.)."""
+"""CapVI: a VAE whose prior has one Gaussian mode per cell type (:cite:t:`Clivio22`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch import nn
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
+from ._priors import GaussianMixturePrior, rename_old_prior_keys
 from ._utils import normalize_log1p
 
 if TYPE_CHECKING:
@@ -28,40 +29,6 @@ def _one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
     return F.one_hot(index.view(-1).long(), max(n_cat, 1)).float()
 
 
-def gaussian_kl_to_centroids(
-    qz_m: torch.Tensor, qz_v: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor
-) -> torch.Tensor:
-    """``KL(N(m, diag v) || N(mu_c, sigma_c^2 I))`` for every cell and every centroid at once.
-
-    Parameters
-    ----------
-    qz_m, qz_v
-        ``(n_cells, D)`` posterior means and variances.
-    mu
-        ``(C, D)`` centroids.
-    log_scale
-        ``(C,)`` or scalar log of the prior standard deviation sigma_c.
-
-    Returns
-    -------
-    ``(n_cells, C)`` closed-form KL divergences (paper 000 §3: q(z) does not depend on c, so
-    all C terms share one encoder pass).
-    """
-    n_latent = qz_m.shape[-1]
-    log_var = 2.0 * log_scale.expand(mu.shape[0])  # (C,)
-    inv_var = torch.exp(-log_var)
-    # sum_d (m_d - mu_cd)^2 as ||m||^2 - 2 m.mu + ||mu||^2, without a (n, C, D) tensor
-    sq_dist = (
-        qz_m.pow(2).sum(-1, keepdim=True) - 2.0 * qz_m @ mu.T + mu.pow(2).sum(-1).unsqueeze(0)
-    ).clamp_min(0.0)
-    return 0.5 * (
-        inv_var * (qz_v.sum(-1, keepdim=True) + sq_dist)
-        - n_latent
-        - torch.log(qz_v).sum(-1, keepdim=True)
-        + n_latent * log_var
-    )
-
-
 def batch_mixing_penalty(
     z_mean: torch.Tensor,
     q_bar: torch.Tensor,
@@ -70,7 +37,7 @@ def batch_mixing_penalty(
     n_batch: int,
     weight: float,
 ) -> torch.Tensor:
-    r"""Batch-mixing penalty of paper 000 §3.
+    r"""Batch-mixing penalty of :cite:t:`Clivio22`, §3.
 
     .. math::
         P = \frac{\lambda}{C S} \sum_c \sum_s
@@ -101,7 +68,7 @@ def batch_mixing_penalty(
 
 
 class CapVIModule(BaseModuleClass):
-    """CapVI generative model and inference networks (paper 000 §2–3).
+    """CapVI generative model and inference networks (:cite:t:`Clivio22`, §2–3).
 
     Generative model for cell n: ``c ~ Cat(phi)``, ``z | c ~ N(mu_c, sigma_c^2 I)``,
     ``l | s ~ LogNormal(nu_s, tau_s)``, ``x | z, l, s ~ ZINB(l rho(z, s), theta_{g,s}, pi(z, s))``.
@@ -253,7 +220,7 @@ class CapVIModule(BaseModuleClass):
         n_disp = max(n_batch, 1) if dispersion == "gene-batch" else 1
         self.px_r = nn.Parameter(torch.randn(n_input, n_disp))
 
-        # the batch enters encoders and decoder (paper 000); other covariates as in scVI
+        # the batch enters encoders and decoder (Clivio et al. 2022); other covariates as in scVI
         cat_list = [n_batch, *self.n_cats_per_cov]
         encoder_cat_list = cat_list if encode_covariates else [n_batch]
         n_input_encoder = n_input + self.n_continuous_cov * encode_covariates
@@ -304,14 +271,11 @@ class CapVIModule(BaseModuleClass):
             use_layer_norm=True,
         )
 
-        # Prior: centroids mu_c, mixing weights phi (as logits), scale sigma (paper 000 §2).
-        self.prior_means = nn.Parameter(prior_init_scale * torch.randn(n_labels, n_latent))
-        self.prior_logits = nn.Parameter(torch.zeros(n_labels))
-        log_scale = torch.full((n_labels,) if learn_prior_scale else (1,), math.log(prior_scale))
-        if learn_prior_scale:
-            self.prior_log_scale = nn.Parameter(log_scale)
-        else:
-            self.register_buffer("prior_log_scale", log_scale)
+        # Prior: centroids mu_c, mixing weights phi, scales sigma (Clivio et al. 2022, §2)
+        self.prior = GaussianMixturePrior(
+            n_labels, n_latent, prior_scale, learn_prior_scale, prior_init_scale
+        )
+        self.register_load_state_dict_pre_hook(rename_old_prior_keys)
 
         cw = torch.ones(n_labels) if class_weights is None else torch.as_tensor(class_weights)
         if cw.shape != (n_labels,):
@@ -336,20 +300,7 @@ class CapVIModule(BaseModuleClass):
 
     def prior_parameters(self):
         """Trainable parameters of the mixture prior (centroids, mixing weights, scales)."""
-        return [
-            p
-            for p in (self.prior_means, self.prior_logits, self.prior_log_scale)
-            if isinstance(p, nn.Parameter)
-        ]
-
-    def component_logits(self, qz_loc: torch.Tensor, qz_var: torch.Tensor) -> torch.Tensor:
-        """``log phi_c - KL(q(z|x) || N(mu_c, sigma_c^2 I))``, up to a constant per cell.
-
-        Their softmax is the q(c|x) that maximises the unlabelled bound for the current
-        encoder and prior: the assignment the classifier learns in a GMVAE.
-        """
-        kl_z = gaussian_kl_to_centroids(qz_loc, qz_var, self.prior_means, self.prior_log_scale)
-        return F.log_softmax(self.prior_logits, -1) - kl_z
+        return list(self.prior.parameters())
 
     @auto_move_data
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -368,12 +319,6 @@ class CapVIModule(BaseModuleClass):
         means = F.linear(onehot, self.library_log_means)
         variances = F.linear(onehot, self.library_log_vars)
         return means, variances
-
-    def log_prior_z(self, z: torch.Tensor) -> torch.Tensor:
-        """``log p(z) = logsumexp_c [log phi_c + log N(z; mu_c, sigma_c^2 I)]`` (any shape)."""
-        scale = self.prior_log_scale.exp().expand(self.n_labels).unsqueeze(-1)  # (C, 1)
-        comp = Normal(self.prior_means, scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (..., C)
-        return torch.logsumexp(comp + F.log_softmax(self.prior_logits, -1), dim=-1)
 
     # ------------------------------------------------------------------ module API
     def _get_inference_input(self, tensors, **kwargs):
@@ -466,7 +411,8 @@ class CapVIModule(BaseModuleClass):
         return {"px": px}
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
-        """Negative ELBO (labelled / unlabelled bounds, paper 000 §3) plus the mixing penalty.
+        """Negative ELBO (labelled / unlabelled bounds, :cite:t:`Clivio22`, §3) plus the mixing
+        penalty.
 
         The penalty is computed on the minibatch and divided by its number of cells so that it
         is on the same per-cell scale as the averaged negative ELBO.
@@ -478,7 +424,7 @@ class CapVIModule(BaseModuleClass):
         logits = inference_outputs["class_logits"]
         n_cells = x.shape[0]
         if logits is None:  # q(c|x) = phi: with identical components the bound is the same
-            logits = self.prior_logits.detach().expand(n_cells, -1)
+            logits = self.prior.logits.detach().expand(n_cells, -1)
 
         rec = -generative_outputs["px"].log_prob(x).sum(-1)
         if self.use_observed_lib_size:
@@ -487,10 +433,8 @@ class CapVIModule(BaseModuleClass):
             means, variances = self._local_library_params(batch_index)
             kl_l = kl(inference_outputs["ql"], Normal(means, variances.sqrt())).sum(-1)
 
-        kl_z_all = gaussian_kl_to_centroids(
-            qz.loc, qz.scale.pow(2), self.prior_means, self.prior_log_scale
-        )
-        log_phi = F.log_softmax(self.prior_logits, -1)
+        kl_z_all = self.prior.kl(qz.loc, qz.scale.pow(2))
+        log_phi = self.prior.log_weights()
         log_q = F.log_softmax(logits, -1)
         q = log_q.exp()
         # Unlabelled bound U(x) = sum_c q(c|x) L(x, c) + H(q): expected KL_z and KL(q(c|x) || phi)
@@ -508,7 +452,7 @@ class CapVIModule(BaseModuleClass):
         if self.mixing_penalty > 0:
             penalty = (
                 batch_mixing_penalty(
-                    qz.loc, q_bar, batch_index, self.prior_means, self.n_batch, self.mixing_penalty
+                    qz.loc, q_bar, batch_index, self.prior.means, self.n_batch, self.mixing_penalty
                 )
                 / n_cells
             )
@@ -544,7 +488,7 @@ class CapVIModule(BaseModuleClass):
     def classification_loss(self, tensors) -> dict[str, torch.Tensor]:
         """Stage-1 objective: class-weighted cross-entropy of q(c|x) on annotated cells (for a
         GMVAE without labels: cross-entropy to the components' posterior, see
-        :meth:`component_logits`).
+        :meth:`~scvi_capvi.module.GaussianMixturePrior.component_logits`).
 
         Returns the weighted loss to optimise, and the standard cross-entropy, accuracy and
         number of annotated cells for logging and early stopping.
@@ -574,13 +518,14 @@ class CapVIModule(BaseModuleClass):
 
     def _component_distillation_loss(self, tensors) -> dict[str, torch.Tensor]:
         """GMVAE stage 1: cross-entropy of q(c|x) to the components' posterior
-        :meth:`component_logits` under the current encoder and prior (held fixed)."""
+        :meth:`~scvi_capvi.module.GaussianMixturePrior.component_logits` under the current
+        encoder and prior (held fixed)."""
         x = tensors[REGISTRY_KEYS.X_KEY]
         # one pass gives q(c|x) and the encoder's q(z|x); only q(c|x) gets a gradient
         out = self.inference(**self._get_inference_input(tensors))
         logits, qz = out["class_logits"], out["qz"]
         with torch.no_grad():
-            target = F.softmax(self.component_logits(qz.loc, qz.scale.pow(2)), -1)
+            target = F.softmax(self.prior.component_logits(qz.loc, qz.scale.pow(2)), -1)
         loss = -(target * F.log_softmax(logits, -1)).sum(-1).mean()
         return {
             "loss": loss,
@@ -615,7 +560,7 @@ class CapVIModule(BaseModuleClass):
         }
         px = self.generative(z.reshape(k * n, -1), library.reshape(k * n, 1), **gen)["px"]
         log_px = px.log_prob(x.repeat(k, 1)).sum(-1).view(k, n)
-        log_w = log_px + self.log_prior_z(z) - qz.log_prob(z).sum(-1)
+        log_w = log_px + self.prior.log_prob(z) - qz.log_prob(z).sum(-1)
         if ql is not None:
             means, variances = self._local_library_params(batch_index)
             prior_l = Normal(means, variances.sqrt())

@@ -1,4 +1,4 @@
-"""VAE with a VampPrior and/or an inverse-autoregressive-flow posterior (paper 001)."""
+"""VAE with a VampPrior and/or an inverse-autoregressive-flow posterior (:cite:t:`Dony20`)."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class _NBGenerativeMixin:
 
 
 class VampPriorModule(_NBGenerativeMixin, BaseModuleClass):
-    """VAE for counts with a VampPrior and/or an IAF posterior (paper 001).
+    """VAE for counts with a VampPrior and/or an IAF posterior (:cite:t:`Dony20`).
 
     Generative model: ``z ~ p(z)``, ``x_g | z, l, s ~ NB(l ρ_g(z, s), θ_g)`` (ZINB optional),
     with ``ρ`` from scvi-tools' ``DecoderSCVI`` or, with ``decoder="linear"``, the LDVAE
@@ -200,7 +200,7 @@ class VampPriorModule(_NBGenerativeMixin, BaseModuleClass):
     prior
         ``"vamp"`` (VampPrior) or ``"normal"`` (``N(0, I)``).
     n_pseudo_inputs
-        ``K``, number of pseudo-inputs (paper 001 uses 500).
+        ``K``, number of pseudo-inputs (:cite:t:`Dony20` uses 500).
     pseudo_input_init
         ``(K, n_input)`` non-negative counts (e.g. ``K`` random cells) to start the
         pseudo-inputs from; random positive values if ``None``.
@@ -210,7 +210,7 @@ class VampPriorModule(_NBGenerativeMixin, BaseModuleClass):
         ``"normal"`` (diagonal Gaussian) or ``"iaf"`` (that Gaussian followed by ``n_flows``
         IAF layers).
     n_flows
-        Number of IAF layers (paper 001 uses 5).
+        Number of IAF layers (:cite:t:`Dony20` uses 5).
     flow_hidden_dims
         Hidden sizes of each flow's ``pyro.nn.AutoRegressiveNN``; pyro's default
         ``[3 * n_latent + 1]`` if ``None``.
@@ -219,7 +219,7 @@ class VampPriorModule(_NBGenerativeMixin, BaseModuleClass):
     dispersion
         ``"gene"`` or ``"gene-batch"``.
     gene_likelihood
-        ``"nb"`` (paper 001) or ``"zinb"``.
+        ``"nb"`` (:cite:t:`Dony20`) or ``"zinb"``.
     use_observed_lib_size
         Use the observed library size ``l``; otherwise a log-normal latent library with a
         per-batch prior as in scVI, encoded from ``log1p`` of the raw counts.
@@ -463,7 +463,8 @@ class VampPriorModule(_NBGenerativeMixin, BaseModuleClass):
         generative_outputs: dict,
         kl_weight: float = 1.0,
     ) -> LossOutput:
-        """Negative ELBO; ``reconstruction_loss`` is the NB NLL per cell (paper 001 Eq. 1)."""
+        """Negative ELBO; ``reconstruction_loss`` is the NB NLL per cell (:cite:t:`Dony20`,
+        Eq. 1)."""
         x = tensors[REGISTRY_KEYS.X_KEY]
         reconst_loss = -generative_outputs[MODULE_KEYS.PX_KEY].log_prob(x).sum(-1)
         kl_z = self.kl_z(inference_outputs)

@@ -1,4 +1,4 @@
-"""Figures of paper 000 (Fig. 1 confusion matrix, Fig. 2 LISI, UMAPs) and training curves.
+"""Figures of :cite:t:`Clivio22` (Fig. 1 confusion matrix, Fig. 2 LISI, UMAPs) and training curves.
 
 Every function returns a :class:`matplotlib.figure.Figure` and shows nothing; save it with
 ``fig.savefig``.
@@ -96,7 +96,7 @@ def lisi_distributions(
     kind: str = "box",
     metrics: Sequence[str] = ("cLISI", "iLISI"),
 ) -> Figure:
-    """Per-cell LISI distributions by method, as paper 000 Fig. 2 (one panel per metric).
+    """Per-cell LISI distributions by method, as :cite:t:`Clivio22`, Fig. 2 (one panel per metric).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
-"""Training plans."""
+"""Training plan and Lightning callbacks."""
 
-from ._runner import SafeTrainRunner
-from ._trainingplans import CapVITrainingPlan, FiniteLossTrainingPlan
+from ._callbacks import FiniteLossGuard, KeepUsableOnFailure, RestoreBestEpoch
+from ._trainingplans import CapVITrainingPlan
 
-__all__ = ["CapVITrainingPlan", "FiniteLossTrainingPlan", "SafeTrainRunner"]
+__all__ = ["CapVITrainingPlan", "FiniteLossGuard", "KeepUsableOnFailure", "RestoreBestEpoch"]

@@ -1,16 +1,14 @@
-"""Training plan for CapVI's three stages (paper 000 §3, "Training procedure")."""
+"""Training plan for CapVI's three stages (:cite:t:`Clivio22`, §3, "Training procedure")."""
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
-import torch
 from scvi.module.base import BaseModuleClass
 from scvi.train import TrainingPlan
 
 STAGES = ("warmup", "classifier", "frozen", "joint")
-# Validation criterion each stage early-stops on (paper 000 §4.2).
+# Validation criterion each stage early-stops on (Clivio et al. 2022 §4.2).
 STAGE_MONITORS = {
     "warmup": "reconstruction_loss_validation",
     "classifier": "classifier_cross_entropy_validation",
@@ -27,65 +25,7 @@ STAGE_TITLES = {
 }
 
 
-def nonfinite_terms(loss_output) -> list[str]:
-    """Names of the terms of a :class:`scvi.module.base.LossOutput` that are not finite."""
-    bad = []
-    for field in ("reconstruction_loss", "kl_local", "kl_global", "classification_loss"):
-        value = getattr(loss_output, field, None)
-        items = value.items() if isinstance(value, dict) else [(field, value)]
-        bad += [k for k, v in items if torch.is_tensor(v) and not torch.isfinite(v).all()]
-    for key, value in (loss_output.extra_metrics or {}).items():
-        if torch.is_tensor(value) and not torch.isfinite(value).all():
-            bad.append(key)
-    return bad
-
-
-class FiniteLossTrainingPlan(TrainingPlan):
-    """:class:`scvi.train.TrainingPlan` that stops at the first non-finite training or
-    validation loss.
-
-    The error names the epoch and the non-finite loss terms. A training loss is checked before
-    the backward pass, so no NaN reaches the parameters; a validation loss is checked before
-    early stopping sees it (which would otherwise end training silently, keeping an untrained
-    model).
-    """
-
-    @property
-    def failure_prefix(self) -> str:
-        return f"{type(self.module).__name__} training"
-
-    def _check_finite(
-        self,
-        loss: torch.Tensor,
-        terms: list[str] | dict[str, torch.Tensor],
-        mode: str = "train",
-    ):
-        if torch.isfinite(loss).all():
-            return
-        if isinstance(terms, dict):
-            terms = [k for k, v in terms.items() if v is not None and not torch.isfinite(v).all()]
-        if mode == "train":
-            name = "training"
-            hint = "Check the input for non-count values, or lower the learning rate."
-        else:
-            name = "validation"
-            hint = (
-                "The training loss was finite, so the model overflows on some held-out cells: "
-                "with a latent library size, cells with very large libraries can overflow "
-                "exp(l); try `use_observed_lib_size=True`, or fewer genes."
-            )
-        raise FloatingPointError(
-            f"{self.failure_prefix}: the {name} loss became non-finite at epoch "
-            f"{self.current_epoch} (non-finite terms: {', '.join(terms) or 'loss'}). {hint}"
-        )
-
-    def compute_and_log_metrics(self, loss_output, metrics, mode: str):
-        if mode in ("train", "validation"):
-            self._check_finite(loss_output.loss, nonfinite_terms(loss_output), mode)
-        return super().compute_and_log_metrics(loss_output, metrics, mode)
-
-
-class CapVITrainingPlan(FiniteLossTrainingPlan):
+class CapVITrainingPlan(TrainingPlan):
     """One stage of CapVI training, on top of :class:`scvi.train.TrainingPlan`.
 
     * ``stage="classifier"`` (stage 1): class-weighted cross-entropy of ``q(c|x)`` on annotated
@@ -101,8 +41,9 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
     In stage 1 only ``q(c|x)`` is in train mode (the encoders that a GMVAE's stage-1 target
     reads stay in eval mode).
 
-    Adam with ``eps=0.01`` as in the paper. With ``restore_best=True`` the parameters of the
-    epoch with the best value of ``monitor`` are restored when the stage ends.
+    Adam with ``eps=0.01`` as in the paper. The model trains every stage with the package's
+    callbacks (``scvi_capvi.train``): a non-finite loss stops the stage, and the stage
+    ends on the parameters of its best validation epoch.
 
     Parameters
     ----------
@@ -116,10 +57,6 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
         KL warm-up epochs (default ``None``: no warm-up, as in the paper).
     classifier_lr
         Learning rate of stage 1 (default: ``lr``; the paper's grid has 0.004, 0.001, 0.00025).
-    restore_best
-        Restore the best-``monitor`` parameters at the end of the stage.
-    monitor
-        Validation metric for ``restore_best`` (defaults to the stage's early-stopping metric).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
@@ -133,8 +70,6 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
         eps: float = 0.01,
         n_epochs_kl_warmup: int | None = None,
         classifier_lr: float | None = None,
-        restore_best: bool = True,
-        monitor: str | None = None,
         **kwargs,
     ):
         if stage not in STAGES:
@@ -143,10 +78,6 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
         self.stage = stage
         if stage == "classifier" and classifier_lr is not None:
             self.lr = classifier_lr
-        self.monitor = monitor or STAGE_MONITORS[stage]
-        self.restore_best = restore_best
-        self._best_value = None
-        self._best_state = None
         self._frozen_requires_grad: dict[str, bool] = {}
 
     @property
@@ -190,14 +121,11 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
 
     def on_train_end(self):
         self._unfreeze()
-        if self.restore_best and self._best_state is not None:
-            self.module.load_state_dict(self._best_state)
 
-    def state_after_failure(self) -> dict | None:
-        """Called when the stage stops on an exception: unfreezes ``q(c|x)`` and returns the
-        parameters of the stage's best epoch so far (``None`` when there is none)."""
+    def on_failure(self):
+        """Called by :class:`~scvi_capvi.train.KeepUsableOnFailure` when the stage stops on an
+        exception: unfreezes ``q(c|x)``."""
         self._unfreeze()
-        return self._best_state if self.restore_best else None
 
     def configure_optimizers(self):
         if self.stage == "classifier":
@@ -209,10 +137,8 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
     # -------------------------------------------------------------- steps
     def training_step(self, batch, batch_idx):
         if self.stage != "classifier":
-            # the loss terms are checked in `compute_and_log_metrics`
             return super().training_step(batch, batch_idx)
         out = self.module.classification_loss(batch)
-        self._check_finite(out["loss"], out)
         n = int(out["n"])
         if n > 0:
             log = {"on_step": False, "on_epoch": True, "batch_size": n}
@@ -231,17 +157,3 @@ class CapVITrainingPlan(FiniteLossTrainingPlan):
             self.log("validation_loss", out["loss"], **log)
             self.log("classifier_cross_entropy_validation", out["cross_entropy"], **log)
             self.log("classifier_accuracy_validation", out["accuracy"], **log)
-
-    def on_validation_end(self):
-        # Runs after the epoch's metrics are aggregated, like Lightning's EarlyStopping.
-        if not self.restore_best or self.trainer.sanity_checking:
-            return
-        value = self.trainer.callback_metrics.get(self.monitor)
-        if value is None or not torch.isfinite(value):
-            return
-        value = float(value)
-        if self._best_value is None or value < self._best_value:
-            self._best_value = value
-            self._best_state = copy.deepcopy(
-                {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-            )

@@ -1,0 +1,119 @@
+"""CapVI's prior: a mixture of isotropic Gaussians, one per cell type (:cite:t:`Clivio22`)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Normal
+
+
+def gaussian_kl_to_centroids(
+    qz_m: torch.Tensor, qz_v: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
+    """``KL(N(m, diag v) || N(mu_c, sigma_c^2 I))`` for every cell and every centroid at once.
+
+    Parameters
+    ----------
+    qz_m, qz_v
+        ``(n_cells, D)`` posterior means and variances.
+    mu
+        ``(C, D)`` centroids.
+    log_scale
+        ``(C,)`` or scalar log of the prior standard deviation sigma_c.
+
+    Returns
+    -------
+    ``(n_cells, C)`` closed-form KL divergences (:cite:t:`Clivio22`, §3: q(z) does not depend
+    on c, so all C terms share one encoder pass).
+    """
+    n_latent = qz_m.shape[-1]
+    log_var = 2.0 * log_scale.expand(mu.shape[0])  # (C,)
+    inv_var = torch.exp(-log_var)
+    # sum_d (m_d - mu_cd)^2 as ||m||^2 - 2 m.mu + ||mu||^2, without a (n, C, D) tensor
+    sq_dist = (
+        qz_m.pow(2).sum(-1, keepdim=True) - 2.0 * qz_m @ mu.T + mu.pow(2).sum(-1).unsqueeze(0)
+    ).clamp_min(0.0)
+    return 0.5 * (
+        inv_var * (qz_v.sum(-1, keepdim=True) + sq_dist)
+        - n_latent
+        - torch.log(qz_v).sum(-1, keepdim=True)
+        + n_latent * log_var
+    )
+
+
+class GaussianMixturePrior(nn.Module):
+    """``p(z) = sum_c phi_c N(z; mu_c, sigma_c^2 I)``: centroids ``means`` ``(C, D)``, mixing
+    weights ``phi = softmax(logits)`` and scales ``sigma_c = exp(log_scale)``, one shared
+    (a buffer) or one per component (learned).
+
+    Parameters
+    ----------
+    n_components
+        C, the number of modes (cell types, or mixture components without labels).
+    n_latent
+        D, the latent dimension.
+    scale
+        Initial (or fixed) sigma.
+    learn_scale
+        Learn one sigma_c per component.
+    init_scale
+        Standard deviation of the random initial centroids.
+    """
+
+    def __init__(
+        self,
+        n_components: int,
+        n_latent: int,
+        scale: float = 1.0,
+        learn_scale: bool = False,
+        init_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.n_components = n_components
+        self.means = nn.Parameter(init_scale * torch.randn(n_components, n_latent))
+        self.logits = nn.Parameter(torch.zeros(n_components))
+        log_scale = torch.full((n_components,) if learn_scale else (1,), math.log(scale))
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    def log_weights(self) -> torch.Tensor:
+        """``(C,)`` log mixing weights ``log phi_c``."""
+        return F.log_softmax(self.logits, -1)
+
+    def kl(self, qz_loc: torch.Tensor, qz_var: torch.Tensor) -> torch.Tensor:
+        """``(n_cells, C)``: ``KL(q(z|x) || N(mu_c, sigma_c^2 I))`` for every component."""
+        return gaussian_kl_to_centroids(qz_loc, qz_var, self.means, self.log_scale)
+
+    def component_logits(self, qz_loc: torch.Tensor, qz_var: torch.Tensor) -> torch.Tensor:
+        """``log phi_c - KL(q(z|x) || N(mu_c, sigma_c^2 I))``, up to a constant per cell.
+
+        Their softmax is the q(c|x) that maximises the unlabelled bound for a given q(z|x):
+        the assignment the classifier learns in a GMVAE.
+        """
+        return self.log_weights() - self.kl(qz_loc, qz_var)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p(z) = logsumexp_c [log phi_c + log N(z; mu_c, sigma_c^2 I)]`` (any shape)."""
+        scale = self.log_scale.exp().expand(self.n_components).unsqueeze(-1)  # (C, 1)
+        comp = Normal(self.means, scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (..., C)
+        return torch.logsumexp(comp + self.log_weights(), dim=-1)
+
+
+# state-dict names before the prior became a submodule -> names now (saved models load)
+RENAMED_PRIOR_KEYS = {
+    "prior_means": "prior.means",
+    "prior_logits": "prior.logits",
+    "prior_log_scale": "prior.log_scale",
+}
+
+
+def rename_old_prior_keys(module, state_dict, prefix, *args) -> None:
+    """``load_state_dict`` pre-hook: a state saved with the old flat names loads."""
+    for old, new in RENAMED_PRIOR_KEYS.items():
+        if prefix + old in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)

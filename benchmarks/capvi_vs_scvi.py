@@ -1,9 +1,9 @@
-"""CapVI vs scVI, both with paper 000's recipe: held-out likelihood, LISI, accuracy, cost.
+"""CapVI vs scVI, both with Clivio et al. (2022)'s recipe: likelihood, LISI, accuracy, cost.
 
 This reproduces the paper's comparison. scvi-tools' users run SCVI and SCANVI otherwise: that
 comparison, with CapVI's defaults, is ``benchmarks/capvi_vs_scanvi.py``.
 
-Seeded 50/25/25 cell split (train / validation / test), paper 000's recipe for both models
+Seeded 50/25/25 cell split (train / validation / test), Clivio et al.'s recipe for both models
 (D = 20, 3 x 256 layers, dropout 0.25, Adam eps 0.01, early stopping on the validation
 reconstruction error; a latent library size and gene-batch dispersion; CapVI with
 ``recipe="paper"``).
@@ -59,9 +59,11 @@ def run(name: str, n_mc_samples: int, seed: int, capvi_kwargs: dict, label: str)
 
     scvi.settings.seed = seed
     capvi = fit_capvi(
-        adata[fit_idx].copy(), train_size, model_kwargs={"recipe": "paper", **capvi_kwargs},
+        adata[fit_idx].copy(),
+        train_size,
+        model_kwargs={"recipe": "paper", **capvi_kwargs},
         train_kwargs={"enable_progress_bar": False, "callbacks": [stage1]},
-    )  # fmt: skip
+    )
     scvi.settings.seed = seed
     ref = fit_scvi(adata[fit_idx].copy(), train_size, train_kwargs={"enable_progress_bar": False})
     scvi.settings.seed = seed

@@ -1,4 +1,4 @@
-"""Scaling curve (paper 003): time per 1,000 cells per 10 epochs, 1k to 200k cells.
+"""Scaling curve (Svensson et al. 2020): time per 1,000 cells per 10 epochs, 1k to 200k cells.
 
 Cells are **resampled with replacement from a real dataset** (default ``pbmc68k_reduced``;
 ``--dataset pbmc4k_10x_top2000`` for 2,000 genes), so every size has real expression profiles
@@ -8,8 +8,8 @@ the median epoch time (first epoch left out) and the process's peak resident mem
 
     OMP_NUM_THREADS=1 python benchmarks/scaling.py --sizes 1000 2000 5000 10000 --epochs 2
 
-Writes ``benchmarks/results/scaling.csv``. Paper 003 reports ~5 s per 1,000 cells per 10
-epochs for LDVAE/scVI on a desktop CPU, linear in the number of cells.
+Writes ``benchmarks/results/scaling.csv``. Svensson et al. (2020) report ~5 s per 1,000 cells
+per 10 epochs for LDVAE/scVI on a desktop CPU, linear in the number of cells.
 """
 
 from __future__ import annotations

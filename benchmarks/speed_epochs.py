@@ -1,6 +1,6 @@
 """Seconds per epoch of CapVI, VampVI (K = 500) and scvi-tools' SCVI on the same data.
 
-All three models get paper 000's architecture (D = 20, 3 x 256 hidden layers, dropout
+All three models get Clivio et al. (2022)'s architecture (D = 20, 3 x 256 hidden layers, dropout
 0.25), minibatch 128 and a fixed number of epochs (no early stopping); each model's median
 epoch time (first epoch of each stage left out) is reported and divided by SCVI's. CapVI
 is timed per stage (stage 1 trains the classifier only).

@@ -1,4 +1,4 @@
-"""Paper 001 (Dony et al.) Tables 1-2 layout for AE / VAE / VAE-IAF / VAE-VAMP / VAMP+IAF.
+"""Dony et al. (2020) Tables 1-2 layout for AE / VAE / VAE-IAF / VAE-VAMP / VAMP+IAF.
 
 For every dataset and bottleneck size: one seeded 80/20 cell split shared by all models, the
 same number of epochs for all (no early stopping), then
@@ -9,7 +9,7 @@ same number of epochs for all (no early stopping), then
   cell-type ASW (raw, in [-1, 1]) on the full dataset;
 * seconds per epoch relative to scvi-tools' ``SCVI`` (same width, depth, latent size, NB).
 
-VampVI models use the full, unannealed KL (paper 001). ``SCVI`` runs with its own defaults
+VampVI models use the full, unannealed KL (Dony et al. 2020). ``SCVI`` runs with its own defaults
 (KL warm-up over 400 epochs), so its metric row is a timing reference, not a like-for-like
 comparison. Results go to ``benchmarks/results/`` (git-ignored).
 
@@ -116,7 +116,7 @@ def run_one(name: str, data: ad.AnnData, train_idx, test_idx, n_latent: int, arg
 
 
 def paper_tables(df: pd.DataFrame) -> str:
-    """Markdown in the layout of paper 001 Tables 1 and 2 plus a timing table."""
+    """Markdown in the layout of Dony et al. (2020) Tables 1 and 2 plus a timing table."""
     gen_models = [m for m in MODELS if m != "SCVI"]
     out = []
     for n_latent, sub in df.groupby("n_latent", sort=False):
@@ -225,7 +225,7 @@ def main(argv=None) -> pd.DataFrame:
 
     df = pd.DataFrame(rows)
     header = (
-        f"# Paper 001 tables (scvi-capvi {scvi_capvi.__version__}, scvi-tools "
+        f"# Dony et al. (2020) tables (scvi-capvi {scvi_capvi.__version__}, scvi-tools "
         f"{scvi.__version__}, torch {torch.__version__}, {platform.processor() or 'cpu'}, "
         f"{args.threads} thread(s))\n\nSettings: epochs={args.epochs} (no early stopping), "
         f"n_hidden={args.n_hidden}, n_layers={args.n_layers}, K={args.n_pseudo_inputs}, "

@@ -40,8 +40,10 @@ def test_split_by_held_out_batches():
     for part, names in split.batches.items():
         idx = getattr(split, part)
         assert set(batch[idx]) == set(names)
-    assert np.array_equal(np.sort(np.concatenate([split.train, split.validation, split.test])),
-                          np.arange(adata.n_obs))  # fmt: skip
+    assert np.array_equal(
+        np.sort(np.concatenate([split.train, split.validation, split.test])),
+        np.arange(adata.n_obs),
+    )
     assert make_split(adata, seed=1).batches == split.batches  # seeded
     add_model_batch(adata, split)
     model_batch = adata.obs[MODEL_BATCH_KEY].astype(str).to_numpy()
@@ -58,8 +60,18 @@ def test_split_by_cells_with_few_batches():
 
 
 def test_registries():
-    assert {"CapVI", "CapVI-e2e", "CapVI-GMVAE", "VampVI-VAMP", "NBAutoencoder", "SCVI",
-            "SCANVI", "LinearSCVI", "Scanorama", "PCA"} <= set(METHODS)  # fmt: skip
+    assert {
+        "CapVI",
+        "CapVI-e2e",
+        "CapVI-GMVAE",
+        "VampVI-VAMP",
+        "NBAutoencoder",
+        "SCVI",
+        "SCANVI",
+        "LinearSCVI",
+        "Scanorama",
+        "PCA",
+    } <= set(METHODS)
     defaults = [m.name for m in resolve_methods(None)]
     assert "CapVI-GMVAE" not in defaults and "CapVI-e2e" in defaults  # GMVAE: when named
     with pytest.raises(ValueError, match="Unknown method"):
@@ -75,10 +87,11 @@ def test_local_model_selection_picks_best_scores():
     split = make_split(adata)
     add_model_batch(adata, split)
     config = BenchmarkConfig.quick(
-        max_epochs=2, n_mc_samples=5,
+        max_epochs=2,
+        n_mc_samples=5,
         classifier_grid={"classifier_n_hidden": [16, 32]},
         capvi_grid={"prior_scale": [1.0, 0.125]},
-    )  # fmt: skip
+    )
     chosen, table = select_capvi(adata, split, config, backend="local", log=lambda *_: None)
     assert set(chosen) == {"classifier_n_hidden", "prior_scale"}
     classifier = table[table["grid"] == "classifier"]

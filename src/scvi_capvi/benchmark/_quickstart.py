@@ -67,22 +67,30 @@ def quickstart(
 
     print("Training CapVI (stage 1 classifier -> stage 2 frozen -> stage 3 end to end)...")
     scvi.settings.seed = seed
-    capvi = fit_capvi(adata[fit_idx].copy(), train_size, batch_key=None, train_kwargs={
-        **epochs, **quiet})  # fmt: skip
+    capvi = fit_capvi(
+        adata[fit_idx].copy(), train_size, batch_key=None, train_kwargs={**epochs, **quiet}
+    )
     print("Training SCVI (scvi-tools' defaults, CapVI's network), then SCANVI from it...")
     scvi.settings.seed = seed
     ref = fit_scvi_as_users_run_it(
-        adata[fit_idx].copy(), train_size, batch_key=None, network="capvi",
-        max_epochs=epochs["max_epochs"] + epochs["frozen_epochs"], train_kwargs=quiet,
-    )  # fmt: skip
+        adata[fit_idx].copy(),
+        train_size,
+        batch_key=None,
+        network="capvi",
+        max_epochs=epochs["max_epochs"] + epochs["frozen_epochs"],
+        train_kwargs=quiet,
+    )
     scanvi = fit_scanvi_from_scvi(ref, train_size=train_size, train_kwargs=quiet)
 
     print(f"Evaluating on {test.n_obs} held-out cells ({n_mc_samples} importance samples)...")
     scvi.settings.seed = seed
     table = evaluate_models(
-        {"CapVI": capvi, "SCVI": ref, "SCANVI": scanvi}, test, batch_key=None,
-        n_mc_samples=n_mc_samples, progress_bar=progress_bar,
-    )  # fmt: skip
+        {"CapVI": capvi, "SCVI": ref, "SCANVI": scanvi},
+        test,
+        batch_key=None,
+        n_mc_samples=n_mc_samples,
+        progress_bar=progress_bar,
+    )
     table.to_csv(out / "results.csv")
 
     full = adata.copy()
@@ -95,9 +103,13 @@ def quickstart(
     sc.pp.neighbors(full, use_rep="X_capvi", random_state=seed)
     sc.tl.umap(full, random_state=seed)
     fig = sc.pl.umap(
-        full, color=["cell_type", "capvi_pred"], title=["annotation", "CapVI prediction"],
-        wspace=0.6, show=False, return_fig=True,
-    )  # fmt: skip
+        full,
+        color=["cell_type", "capvi_pred"],
+        title=["annotation", "CapVI prediction"],
+        wspace=0.6,
+        show=False,
+        return_fig=True,
+    )
     fig.savefig(out / "umap_capvi.png", dpi=110, bbox_inches="tight")
 
     shown = table[
@@ -105,6 +117,8 @@ def quickstart(
     ].rename(columns={"test_marginal_ll": f"test_marginal_ll ({n_mc_samples} IS)"})
     print()
     print(shown.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
-    print(f"\nWrote {out / 'results.csv'} and {out / 'umap_capvi.png'} "
-          f"in {time.perf_counter() - t0:.0f} s.")  # fmt: skip
+    print(
+        f"\nWrote {out / 'results.csv'} and {out / 'umap_capvi.png'} "
+        f"in {time.perf_counter() - t0:.0f} s."
+    )
     return table

@@ -1,4 +1,4 @@
-"""Registries of the benchmark: datasets, splits and methods (SPEC §5).
+"""Registries of the benchmark: datasets, splits and methods.
 
 Every method is fitted on the training + validation cells of a split and returns one
 :class:`MethodOutput`: a latent space of *all* cells of the dataset (row-aligned), and, where
@@ -150,8 +150,8 @@ def make_split(
     fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
     min_batches: int = 4,
 ) -> Split:
-    """Paper 000 §4: 50/25/25 of the *batches* when there are ``>= min_batches`` of them, else
-    50/25/25 of the cells. Seeded; index arrays are sorted."""
+    """The split of :cite:p:`Clivio22` (§4): 50/25/25 of the *batches* when there are
+    ``>= min_batches`` of them, else 50/25/25 of the cells. Seeded; index arrays are sorted."""
     batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
     names = np.unique(batch)
     rng = np.random.default_rng(seed)
@@ -239,7 +239,8 @@ def _eval_copy(adata: AnnData, unlabel: bool = False) -> AnnData:
 
 
 def _reconstruction(model, adata: AnnData, idx: np.ndarray) -> float:
-    """Test reconstruction loss per cell (NB/ZINB NLL with z from q(z|x); paper 001/003)."""
+    """Test reconstruction loss per cell (NB/ZINB NLL with z from q(z|x), as
+    :cite:p:`Dony20,Svensson20` report it)."""
     if len(idx) == 0:
         return float("nan")
     try:
@@ -333,23 +334,30 @@ def _scvi_family_fit(kind: str) -> Callable:
                 scvi_kwargs = {"batch_key": MODEL_BATCH_KEY, "max_epochs": epochs}
                 trainer = _trainer_kwargs(config)
                 if kind == "scvi-paper":
-                    fitted = fit_scvi(fit_data, split.train_size, **scvi_kwargs,
-                                      train_kwargs=trainer)  # fmt: skip
+                    fitted = fit_scvi(
+                        fit_data, split.train_size, **scvi_kwargs, train_kwargs=trainer
+                    )
                 else:
                     # as scvi-tools' users run it: its defaults (KL warm-up, no early
                     # stopping), with CapVI's network
                     fitted = fit_scvi_as_users_run_it(
-                        fit_data, split.train_size, **scvi_kwargs, network="capvi",
+                        fit_data,
+                        split.train_size,
+                        **scvi_kwargs,
+                        network="capvi",
                         train_kwargs=trainer,
-                    )  # fmt: skip
+                    )
                 if kind == "scanvi":
                     # SCANVI's curves and epochs include its SCVI pre-training
                     history = {f"scvi_{k}": v for k, v in fitted.model.history.items()}
                     n = 20 if epochs is None else max(1, min(config.max_epochs, 20))
                     fitted = fit_scanvi_from_scvi(
-                        fitted, labels_key=LABELS_KEY, unlabeled_category=UNLABELED,
-                        train_size=split.train_size, train_kwargs={"max_epochs": n, **trainer},
-                    )  # fmt: skip
+                        fitted,
+                        labels_key=LABELS_KEY,
+                        unlabeled_category=UNLABELED,
+                        train_size=split.train_size,
+                        train_kwargs={"max_epochs": n, **trainer},
+                    )
                 model = fitted.model
         seconds = time.perf_counter() - start
         history = {**history, **model.history}
@@ -494,15 +502,15 @@ METHODS: dict[str, Method] = {
         # GMVAE, K = number of cell types (warm-up, k-means start, then end to end): it runs
         # when named only; benchmarks/gmvae_clustering.py scores its clusters
         _method("CapVI-GMVAE", _capvi_fit("gmvae")),
-        _method("VampVI-VAE", _vampvi_fit({"prior": "normal"})),  # paper 001 VAE
-        _method("VampVI-VAMP", _vampvi_fit({"prior": "vamp"})),  # paper 001
+        _method("VampVI-VAE", _vampvi_fit({"prior": "normal"})),  # Dony et al. (2020)'s VAE
+        _method("VampVI-VAMP", _vampvi_fit({"prior": "vamp"})),  # Dony et al. (2020)
         _method("VampVI-VAMP+IAF", _vampvi_fit({"prior": "vamp", "posterior": "iaf"})),
         _method("VampVI-linear", _vampvi_fit({"prior": "vamp", "decoder": "linear"})),
-        _method("NBAutoencoder", _vampvi_fit(None)),  # paper 001 AE
+        _method("NBAutoencoder", _vampvi_fit(None)),  # Dony et al. (2020)'s AE
         _method("SCVI", _scvi_family_fit("scvi")),  # its defaults, CapVI's network
-        _method("SCVI-paper", _scvi_family_fit("scvi-paper")),  # paper 000's recipe
+        _method("SCVI-paper", _scvi_family_fit("scvi-paper")),  # Clivio et al. (2022)'s recipe
         _method("SCANVI", _scvi_family_fit("scanvi")),  # from the SCVI fit, as its tutorials
-        _method("LinearSCVI", _scvi_family_fit("linear")),  # LDVAE, paper 003
+        _method("LinearSCVI", _scvi_family_fit("linear")),  # LDVAE, Svensson et al. (2020)
         _method("Scanorama", _scanorama_fit, needs_batches=True),
         _method("PCA", _pca_fit),
     )

@@ -1,12 +1,13 @@
 """Training recipes shared by the quick start, the benchmark and the scripts in ``benchmarks/``.
 
 * :func:`fit_capvi`: CapVI with its defaults (``model_kwargs={"recipe": "paper"}`` for the
-  paper's recipe) on paper 000's network: 3 hidden layers of 256 units, dropout 0.25, D = 20.
+  paper's recipe) on the network of :cite:p:`Clivio22`: 3 hidden layers of 256 units, dropout
+  0.25, D = 20.
 * :func:`fit_scvi_as_users_run_it` and :func:`fit_scanvi_from_scvi`: scvi-tools' SCVI and SCANVI
   the way its documentation runs them: the baselines a user compares against.
-* :func:`fit_scvi`: SCVI with paper 000's recipe (the same network, latent library size with
-  the batch-wise log-normal prior, gene-batch dispersion, ZINB, early stopping on the
-  validation reconstruction error, no KL warm-up).
+* :func:`fit_scvi`: SCVI with the recipe of :cite:p:`Clivio22` (the same network, latent
+  library size with the batch-wise log-normal prior, gene-batch dispersion, ZINB, early
+  stopping on the validation reconstruction error, no KL warm-up).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def fit_scvi(
     model_kwargs: dict | None = None,
     train_kwargs: dict | None = None,
 ) -> FitResult:
-    """scvi-tools' own SCVI with paper 000's recipe (the same as :func:`fit_capvi`'s)."""
+    """scvi-tools' own SCVI with the recipe of :cite:p:`Clivio22` (the same as
+    :func:`fit_capvi`'s)."""
     scvi.model.SCVI.setup_anndata(adata, batch_key=batch_key)
     kwargs = {
         **PAPER_ARCHITECTURE,
@@ -114,9 +116,11 @@ def fit_scvi(
     }
     start = time.perf_counter()
     model.train(
-        max_epochs=max_epochs, train_size=train_size, validation_size=1 - train_size,
+        max_epochs=max_epochs,
+        train_size=train_size,
+        validation_size=1 - train_size,
         **train_kwargs,
-    )  # fmt: skip
+    )
     return FitResult(model, time.perf_counter() - start, _epochs_from_history(model.history))
 
 
@@ -148,9 +152,11 @@ def fit_scvi_as_users_run_it(
         train_kwargs["plan_kwargs"] = {**plan, "n_epochs_kl_warmup": None}
     start = time.perf_counter()
     model.train(
-        max_epochs=max_epochs, train_size=train_size, validation_size=1 - train_size,
+        max_epochs=max_epochs,
+        train_size=train_size,
+        validation_size=1 - train_size,
         **train_kwargs,
-    )  # fmt: skip
+    )
     return FitResult(model, time.perf_counter() - start, _epochs_from_history(model.history))
 
 

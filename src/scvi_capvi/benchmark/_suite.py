@@ -45,15 +45,6 @@ from ._registry import (
     resolve_methods,
 )
 
-# Published numbers the report puts beside ours (SPEC §5).
-PAPER_000_PBMC11K_LL = {"capVI (σ=1/32, λ=0.1)": -655.85, "scVI": -662.79}
-PAPER_002_TABLE5 = {  # 1,300 PBMC-68k cells; FFNN test accuracy
-    "raw": 0.655,
-    "PCA": {10: 0.580, 25: 0.556, 50: 0.569, 100: 0.621},
-    "scVAE latent": {10: 0.536, 25: 0.622, 50: 0.765, 100: 0.585},
-}
-PAPER_003_SECONDS_PER_1K_CELLS_10_EPOCHS = 5.0
-
 MAIN_COLUMNS = [
     "test_marginal_ll",
     "test_reconstruction",
@@ -248,8 +239,8 @@ def run_dataset(
             frame[col] = scores[col]
         scores.to_csv(out / f"scib_{name}.csv")
 
-    # paper 002 probe: raw counts vs PCA(k) vs each method's latent, same split for all
-    log(f"[{name}] paper-002 probe ({config.probe_epochs} epochs)...")
+    # the probe of Bolos et al. (2020): raw counts vs PCA(k) vs each method's latent
+    log(f"[{name}] probe of Bolos et al. (2020) ({config.probe_epochs} epochs)...")
     probe = probe_table(
         adata.X,
         labels,
@@ -393,7 +384,7 @@ def _claims(results: pd.DataFrame, infos: list[dict]) -> list[str]:
     lines = ["## The papers' claims beside ours", ""]
     datasets = [i["dataset"] for i in infos]
 
-    lines += ["### Paper 000 (capVI)", ""]
+    lines += ["### Clivio et al. (2022), capVI", ""]
     if "pbmc11k" in datasets:
         ours = {m: _get(results, "pbmc11k", m, "test_marginal_ll") for m in ("CapVI", "SCVI")}
         lines.append(
@@ -435,7 +426,7 @@ def _claims(results: pd.DataFrame, infos: list[dict]) -> list[str]:
 
     lines += [
         "",
-        "### Paper 001 (VampPrior): VAMP more active units, fewer PCs for 95 %, "
+        "### Dony et al. (2020), VampPrior: VAMP more active units, fewer PCs for 95 %, "
         "higher cell-type ASW than VAE",
         "",
         "| dataset | active units VAE / VAMP | PCs-95 VAE / VAMP | ASW VAE / VAMP | "
@@ -466,7 +457,7 @@ def _claims(results: pd.DataFrame, infos: list[dict]) -> list[str]:
 
     lines += [
         "",
-        "### Paper 002 (probe: FFNN on raw vs PCA vs latent)",
+        "### Bolos et al. (2020), probe: FFNN on raw vs PCA vs latent",
         "",
         "Published (1,300 PBMC-68k cells): raw 0.655; PCA k=10/25/50/100: 0.580 / 0.556 / "
         "0.569 / 0.621; scVAE latent Z=10/25/50/100: 0.536 / 0.622 / 0.765 / 0.585 — "
@@ -482,7 +473,7 @@ def _claims(results: pd.DataFrame, infos: list[dict]) -> list[str]:
 
     lines += [
         "",
-        "### Paper 003 (LDVAE): LinearSCVI vs SCVI reconstruction; ~5 s per 1,000 "
+        "### Svensson et al. (2020), LDVAE: LinearSCVI vs SCVI reconstruction; ~5 s per 1,000 "
         "cells per 10 epochs on a desktop CPU",
         "",
         "| dataset | test reconstruction SCVI / LinearSCVI | s per 1k cells per 10 epochs "
@@ -539,7 +530,8 @@ def write_report(
         "batches as their first training batch. Epochs: every stage early-stops on its "
         "validation criterion; with an epoch cap E (quick mode) CapVI gets E per stage, "
         "the single-stage VAEs 2E (CapVI's stages 2 + 3), SCANVI min(E, 20) after its SCVI. "
-        "`s_per_1k_cells_10_epochs` is paper 003's cost unit (training cells, this machine).",
+        "`s_per_1k_cells_10_epochs` is the cost unit of Svensson et al. (2020) (training "
+        "cells, this machine).",
         "",
     ]
     for info in infos:

@@ -7,7 +7,12 @@ import pytest
 import scipy.sparse as sp
 
 from scvi_capvi.benchmark import METHODS, BenchmarkConfig, load_dataset, make_split
-from scvi_capvi.benchmark._registry import MODEL_BATCH_KEY, add_model_batch, resolve_methods
+from scvi_capvi.benchmark._registry import (
+    MODEL_BATCH_KEY,
+    add_model_batch,
+    reconstruction_error,
+    resolve_methods,
+)
 from scvi_capvi.benchmark._selection import (
     CAPVI_METRIC,
     CLASSIFIER_METRIC,
@@ -57,6 +62,28 @@ def test_split_by_cells_with_few_batches():
     assert split.by == "cells"
     assert (len(split.train), len(split.validation), len(split.test)) == (120, 60, 60)
     assert split.train_size == pytest.approx(120 / 180)
+
+
+class _Model:
+    """Stands in for a trained model: its ``get_reconstruction_error`` returns or raises."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def get_reconstruction_error(self, adata):
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return {"reconstruction_loss": self.outcome}
+
+
+def test_reconstruction_error_lets_unexpected_errors_through():
+    adata = toy_adata(n_cells=10)
+    assert reconstruction_error(_Model(-12.5), adata) == 12.5
+    assert np.isnan(reconstruction_error(_Model(NotImplementedError()), adata))
+    assert np.isnan(reconstruction_error(object(), adata))  # no estimator
+    assert np.isnan(reconstruction_error(_Model(1.0), adata[:0]))  # no cells
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        reconstruction_error(_Model(RuntimeError("CUDA out of memory")), adata)
 
 
 def test_registries():

@@ -42,8 +42,9 @@ import pandas as pd
 import scvi
 import torch
 
-from scvi_capvi.benchmark import FitResult, cell_split
-from scvi_capvi.benchmark._runs import (
+from scvi_capvi.benchmark import (
+    FitResult,
+    Split,
     fit_capvi,
     fit_scanvi_from_scvi,
     fit_scvi,
@@ -169,19 +170,17 @@ def run_heldout(args) -> pd.DataFrame:
     for name in args.datasets:
         adata = read_dataset(name)
         for seed in args.seeds:
-            train_idx, val_idx, test_idx = cell_split(adata.n_obs, (0.5, 0.25, 0.25), seed=seed)
-            fit_idx = np.sort(np.concatenate([train_idx, val_idx]))
-            train_size = len(train_idx) / len(fit_idx)
+            split = Split.by_cells(adata.n_obs, (0.5, 0.25, 0.25), seed=seed)
             fits = heldout_fits(
-                adata[fit_idx].copy(),
-                train_size,
+                adata[split.fit].copy(),
+                split.train_size,
                 args.methods,
                 args.max_epochs,
                 json.loads(args.capvi),
                 json.loads(args.capvi_train),
                 seed,
             )
-            test = adata[test_idx].copy()
+            test = adata[split.test].copy()
             for method, fit in fits.items():
                 scvi.settings.seed = seed
                 row = {"dataset": name, "seed": seed, "method": method + args.label}

@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from scvi_capvi.benchmark import METHODS, BenchmarkConfig, load_dataset, make_split
+from scvi_capvi.benchmark import (
+    METHODS,
+    BenchmarkConfig,
+    Split,
+    cell_split,
+    load_dataset,
+    make_split,
+)
 from scvi_capvi.benchmark._registry import (
     MODEL_BATCH_KEY,
     add_model_batch,
@@ -62,6 +69,29 @@ def test_split_by_cells_with_few_batches():
     assert split.by == "cells"
     assert (len(split.train), len(split.validation), len(split.test)) == (120, 60, 60)
     assert split.train_size == pytest.approx(120 / 180)
+
+
+def test_one_seeded_cell_split():
+    """make_split (few batches) and Split.by_cells are cell_split: the same seed gives the same
+    cells, as it did before they shared it."""
+    assert [p.tolist() for p in cell_split(12, seed=0)] == [
+        [2, 4, 5, 7, 9, 11],
+        [0, 3, 6],
+        [1, 8, 10],
+    ]
+    assert [p.tolist() for p in cell_split(12, (0.6, 0.2, 0.2), seed=3)] == [
+        [0, 1, 2, 4, 7, 10, 11],
+        [6, 9],
+        [3, 5, 8],
+    ]
+    adata = toy_adata(n_batches=2)
+    for seed in (0, 5):
+        expected = cell_split(adata.n_obs, seed=seed)
+        for split in (make_split(adata, seed=seed), Split.by_cells(adata.n_obs, seed=seed)):
+            for part, idx in zip((split.train, split.validation, split.test), expected):
+                np.testing.assert_array_equal(part, idx)
+    with pytest.raises(ValueError, match="fractions"):
+        cell_split(10, (0.5, 0.5, 0.5))
 
 
 class _Model:

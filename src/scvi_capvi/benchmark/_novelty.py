@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from scvi_capvi.metrics import accuracy, expected_calibration_error
 from scvi_capvi.model._novelty import NOVELTY_METHODS
 
-from ._runs import cell_split, fit_capvi, fit_scvi
+from ._registry import Split
+from ._runs import fit_capvi, fit_scvi
 
 UNLABELED = "Unknown"
 
@@ -128,13 +129,12 @@ def leave_one_type_out(
     if len(types) < 3:
         raise ValueError("Leave-one-type-out needs at least 3 cell types (2 stay known).")
 
-    train_idx, val_idx, test_idx = cell_split(adata.n_obs, fractions, seed)
-    fit_idx = np.sort(np.concatenate([train_idx, val_idx]))
-    train_size = len(train_idx) / len(fit_idx)
-    reference = adata[fit_idx].copy()
-    query = adata[test_idx].copy()
+    split = Split.by_cells(adata.n_obs, fractions, seed)
+    train_size = split.train_size
+    reference = adata[split.fit].copy()
+    query = adata[split.test].copy()
     query.obs[labels_key] = UNLABELED  # nothing about the test cells' types is given away
-    y_test = labels[test_idx]
+    y_test = labels[split.test]
     split_kwargs = {"train_size": train_size, "validation_size": 1 - train_size}
     capvi_train_kwargs = {"enable_progress_bar": False, **(capvi_train_kwargs or {})}
     # drop_last: a last minibatch of one cell breaks SCANVI's BatchNorm

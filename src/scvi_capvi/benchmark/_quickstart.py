@@ -5,15 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import scvi
 
 from scvi_capvi._catalog import QUICKSTART_EPOCHS
 from scvi_capvi.data import pbmc68k_reduced
 
+from ._registry import Split
 from ._runs import (
-    cell_split,
     evaluate_models,
     fit_capvi,
     fit_scanvi_from_scvi,
@@ -53,14 +52,13 @@ def quickstart(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     adata = pbmc68k_reduced()
-    train_idx, val_idx, test_idx = cell_split(adata.n_obs, (0.6, 0.2, 0.2), seed=seed)
-    fit_idx = np.sort(np.concatenate([train_idx, val_idx]))
-    train_size = len(train_idx) / len(fit_idx)
-    test = adata[test_idx].copy()
+    split = Split.by_cells(adata.n_obs, (0.6, 0.2, 0.2), seed=seed)
+    train_size = split.train_size
+    test = adata[split.test].copy()
     print(
         f"pbmc68k_reduced: {adata.n_obs} cells x {adata.n_vars} genes, "
         f"{adata.obs['cell_type'].nunique()} cell types; train/val/test = "
-        f"{len(train_idx)}/{len(val_idx)}/{len(test_idx)} cells (seed {seed})"
+        f"{len(split.train)}/{len(split.validation)}/{len(split.test)} cells (seed {seed})"
     )
     quiet = {} if progress_bar else {"enable_progress_bar": False}
     epochs = {**QUICK_EPOCHS, **(epochs or {})}
@@ -68,12 +66,12 @@ def quickstart(
     print("Training CapVI (stage 1 classifier -> stage 2 frozen -> stage 3 end to end)...")
     scvi.settings.seed = seed
     capvi = fit_capvi(
-        adata[fit_idx].copy(), train_size, batch_key=None, train_kwargs={**epochs, **quiet}
+        adata[split.fit].copy(), train_size, batch_key=None, train_kwargs={**epochs, **quiet}
     )
     print("Training SCVI (scvi-tools' defaults, CapVI's network), then SCANVI from it...")
     scvi.settings.seed = seed
     ref = fit_scvi_as_users_run_it(
-        adata[fit_idx].copy(),
+        adata[split.fit].copy(),
         train_size,
         batch_key=None,
         network="capvi",

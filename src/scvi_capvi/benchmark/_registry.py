@@ -33,6 +33,7 @@ from ._runs import (
     PAPER_ARCHITECTURE,
     _epochs_from_history,
     _scvi_marginal_ll,
+    cell_split,
     fit_capvi,
     fit_scanvi_from_scvi,
     fit_scvi,
@@ -127,8 +128,16 @@ class Split:
     by: str
     batches: dict[str, list[str]] = field(default_factory=dict)
 
+    @classmethod
+    def by_cells(
+        cls, n_obs: int, fractions: tuple[float, float, float] = (0.5, 0.25, 0.25), seed: int = 0
+    ) -> Split:
+        """The cells of :func:`cell_split` (the same seed gives the same cells)."""
+        return cls(*cell_split(n_obs, fractions, seed), by="cells")
+
     @property
     def fit(self) -> np.ndarray:
+        """The training and validation cells: what a model is given (sorted)."""
         return np.sort(np.concatenate([self.train, self.validation]))
 
     @property
@@ -150,34 +159,30 @@ def make_split(
     fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
     min_batches: int = 4,
 ) -> Split:
-    """The split of :cite:p:`Clivio22` (§4): 50/25/25 of the *batches* when there are
-    ``>= min_batches`` of them, else 50/25/25 of the cells. Seeded; index arrays are sorted."""
+    """The split of :cite:p:`Clivio22` (§4): ``fractions`` of the *batches* when there are
+    ``>= min_batches`` of them, else of the cells (:meth:`Split.by_cells`). Seeded; index
+    arrays are sorted."""
     batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
     names = np.unique(batch)
-    rng = np.random.default_rng(seed)
-    if len(names) >= min_batches:
-        order = rng.permutation(names)
-        n_train = max(1, int(round(fractions[0] * len(names))))
-        n_val = max(1, int(round(fractions[1] * len(names))))
-        n_train = min(n_train, len(names) - 2)
-        groups = {
-            "train": sorted(order[:n_train]),
-            "validation": sorted(order[n_train : n_train + n_val]),
-            "test": sorted(order[n_train + n_val :]),
-        }
-        idx = {k: np.flatnonzero(np.isin(batch, v)) for k, v in groups.items()}
-        return Split(
-            idx["train"],
-            idx["validation"],
-            idx["test"],
-            "batches",
-            {k: list(map(str, v)) for k, v in groups.items()},
-        )
-    perm = rng.permutation(adata.n_obs)
-    n_train = int(round(fractions[0] * adata.n_obs))
-    n_val = int(round(fractions[1] * adata.n_obs))
-    parts = np.split(perm, [n_train, n_train + n_val])
-    return Split(*(np.sort(p) for p in parts), by="cells")
+    if len(names) < min_batches:
+        return Split.by_cells(adata.n_obs, fractions, seed)
+    order = np.random.default_rng(seed).permutation(names)
+    n_train = max(1, int(round(fractions[0] * len(names))))
+    n_val = max(1, int(round(fractions[1] * len(names))))
+    n_train = min(n_train, len(names) - 2)
+    groups = {
+        "train": sorted(order[:n_train]),
+        "validation": sorted(order[n_train : n_train + n_val]),
+        "test": sorted(order[n_train + n_val :]),
+    }
+    idx = {k: np.flatnonzero(np.isin(batch, v)) for k, v in groups.items()}
+    return Split(
+        idx["train"],
+        idx["validation"],
+        idx["test"],
+        "batches",
+        {k: list(map(str, v)) for k, v in groups.items()},
+    )
 
 
 def add_model_batch(adata: AnnData, split: Split) -> None:

@@ -30,7 +30,13 @@ PAPER_ARCHITECTURE = {"n_latent": 20, "n_hidden": 256, "n_layers": 3, "dropout_r
 def cell_split(
     n_obs: int, fractions: tuple[float, float, float] = (0.5, 0.25, 0.25), seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded train / validation / test split of cells (sorted index arrays)."""
+    """Seeded train / validation / test split of cells (sorted index arrays): the one seeded
+    cell split of the package and its scripts.
+
+    The cells are permuted with ``numpy.random.default_rng(seed)``; the first
+    ``round(fractions[0] * n_obs)`` are the training cells, the next
+    ``round(fractions[1] * n_obs)`` the validation cells, the rest the test cells.
+    """
     fractions = np.asarray(fractions, dtype=float)
     if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1):
         raise ValueError(

@@ -31,6 +31,7 @@ from scvi_capvi.metrics import PROBE_KS
 
 from ._runs import (
     PAPER_ARCHITECTURE,
+    SCVI_PAPER_TRAIN,
     _epochs_from_history,
     _scvi_marginal_ll,
     cell_split,
@@ -319,58 +320,52 @@ def _capvi_fit(variant: str) -> Callable:
     return fit
 
 
+def _fit_scvi_kind(kind: str, fit_data: AnnData, split: Split, config: BenchmarkConfig):
+    """The model of an scvi-tools method and its training history (SCANVI's includes its SCVI
+    pre-training, under ``scvi_`` keys)."""
+    epochs = _vae_epochs(config)
+    trainer = _trainer_kwargs(config)
+    if kind == "linear":
+        # LDVAE at its defaults with D = 20, trained with the paper recipe's early stopping
+        scvi.model.LinearSCVI.setup_anndata(fit_data, batch_key=MODEL_BATCH_KEY)
+        model = scvi.model.LinearSCVI(fit_data, n_latent=PAPER_ARCHITECTURE["n_latent"])
+        model.train(
+            max_epochs=epochs,
+            train_size=split.train_size,
+            validation_size=1 - split.train_size,
+            **trainer,
+            **SCVI_PAPER_TRAIN,
+            plan_kwargs={"n_epochs_kl_warmup": None},
+        )
+        return model, {}
+    scvi_kwargs = {"batch_key": MODEL_BATCH_KEY, "max_epochs": epochs, "train_kwargs": trainer}
+    if kind == "scvi-paper":
+        return fit_scvi(fit_data, split.train_size, **scvi_kwargs).model, {}
+    # as scvi-tools' users run it: its defaults (KL warm-up, no early stopping), with CapVI's
+    # network
+    fitted = fit_scvi_as_users_run_it(fit_data, split.train_size, network="capvi", **scvi_kwargs)
+    if kind != "scanvi":
+        return fitted.model, {}
+    history = {f"scvi_{k}": v for k, v in fitted.model.history.items()}
+    n = 20 if epochs is None else max(1, min(config.max_epochs, 20))
+    fitted = fit_scanvi_from_scvi(
+        fitted,
+        labels_key=LABELS_KEY,
+        unlabeled_category=UNLABELED,
+        train_size=split.train_size,
+        train_kwargs={"max_epochs": n, **trainer},
+    )
+    return fitted.model, history
+
+
 def _scvi_family_fit(kind: str) -> Callable:
     def fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
         fit_data = adata[split.fit].copy()
-        epochs = _vae_epochs(config)
         scvi.settings.seed = config.seed
-        es = {
-            "early_stopping": True,
-            "early_stopping_monitor": "reconstruction_loss_validation",
-            "plan_kwargs": {"n_epochs_kl_warmup": None},
-        }
-        common = {
-            "train_size": split.train_size,
-            "validation_size": 1 - split.train_size,
-            **_trainer_kwargs(config),
-        }
-        history: dict = {}
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            if kind == "linear":
-                scvi.model.LinearSCVI.setup_anndata(fit_data, batch_key=MODEL_BATCH_KEY)
-                model = scvi.model.LinearSCVI(fit_data, n_latent=PAPER_ARCHITECTURE["n_latent"])
-                model.train(max_epochs=epochs, **common, **es)
-            else:
-                scvi_kwargs = {"batch_key": MODEL_BATCH_KEY, "max_epochs": epochs}
-                trainer = _trainer_kwargs(config)
-                if kind == "scvi-paper":
-                    fitted = fit_scvi(
-                        fit_data, split.train_size, **scvi_kwargs, train_kwargs=trainer
-                    )
-                else:
-                    # as scvi-tools' users run it: its defaults (KL warm-up, no early
-                    # stopping), with CapVI's network
-                    fitted = fit_scvi_as_users_run_it(
-                        fit_data,
-                        split.train_size,
-                        **scvi_kwargs,
-                        network="capvi",
-                        train_kwargs=trainer,
-                    )
-                if kind == "scanvi":
-                    # SCANVI's curves and epochs include its SCVI pre-training
-                    history = {f"scvi_{k}": v for k, v in fitted.model.history.items()}
-                    n = 20 if epochs is None else max(1, min(config.max_epochs, 20))
-                    fitted = fit_scanvi_from_scvi(
-                        fitted,
-                        labels_key=LABELS_KEY,
-                        unlabeled_category=UNLABELED,
-                        train_size=split.train_size,
-                        train_kwargs={"max_epochs": n, **trainer},
-                    )
-                model = fitted.model
+            model, history = _fit_scvi_kind(kind, fit_data, split, config)
         seconds = time.perf_counter() - start
         history = {**history, **model.history}
         full = _eval_copy(adata, unlabel=kind == "scanvi")

@@ -36,7 +36,7 @@ def one(size: int, dataset: str, epochs: int, model_name: str, threads: int) -> 
     import torch
 
     from scvi_capvi.benchmark import load_dataset
-    from scvi_capvi.benchmark._runs import PAPER_ARCHITECTURE, SCVI_PAPER_MODEL
+    from scvi_capvi.benchmark._recipes import PAPER_ARCHITECTURE, SCVI_PAPER_MODEL
     from scvi_capvi.model import CapVI
 
     torch.set_num_threads(threads)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import EpochTimer, environment, write
 
 from scvi_capvi.benchmark import load_dataset
-from scvi_capvi.benchmark._runs import PAPER_ARCHITECTURE, SCVI_PAPER_MODEL
+from scvi_capvi.benchmark._recipes import PAPER_ARCHITECTURE, SCVI_PAPER_MODEL
 from scvi_capvi.model import CapVI, VampVI
 
 

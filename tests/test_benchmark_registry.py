@@ -14,17 +14,14 @@ from scvi_capvi.benchmark import (
     load_dataset,
     make_split,
 )
-from scvi_capvi.benchmark._registry import (
-    MODEL_BATCH_KEY,
-    add_model_batch,
-    reconstruction_error,
-    resolve_methods,
-)
+from scvi_capvi.benchmark._evaluation import reconstruction_error
+from scvi_capvi.benchmark._methods import resolve_methods
 from scvi_capvi.benchmark._selection import (
     CAPVI_METRIC,
     CLASSIFIER_METRIC,
     select_capvi,
 )
+from scvi_capvi.benchmark._splits import MODEL_BATCH_KEY, add_model_batch
 
 
 def toy_adata(n_cells=240, n_genes=30, n_batches=4, seed=0):
@@ -178,7 +175,7 @@ def test_scvi_family_gets_the_single_stage_epoch_budget():
 
 def test_report_claims_verdicts():
     """The report's claim checks: CapVI vs SCVI likelihood and cLISI; VAMP vs VAE strictly."""
-    from scvi_capvi.benchmark._suite import _claims
+    from scvi_capvi.benchmark._report import _claims
 
     rows = [
         ("CapVI", {"test_marginal_ll": -700.0, "median_clisi": 1.1}),
@@ -195,7 +192,7 @@ def test_report_claims_verdicts():
 
 
 def test_nonfinite_validation_marks_a_run_as_failed():
-    from scvi_capvi.benchmark._suite import nonfinite_validation
+    from scvi_capvi.benchmark._evaluation import nonfinite_validation
 
     ok = {"reconstruction_loss_validation": pd.DataFrame({"v": [3.0, 2.0]})}
     assert nonfinite_validation(ok) is None

@@ -12,8 +12,8 @@ from anndata import AnnData
 from scvi_capvi.metrics import clustering_agreement, components_used
 from scvi_capvi.model import CapVI
 
-from ._registry import BATCH_KEY, LABELS_KEY
-from ._runs import fit_scvi_as_users_run_it
+from ._datasets import BATCH_KEY, LABELS_KEY
+from ._recipes import fit_scvi_as_users_run_it
 
 
 def kmeans_clusters(latent: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:

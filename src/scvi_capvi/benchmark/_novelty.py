@@ -22,10 +22,9 @@ from tqdm.auto import tqdm
 from scvi_capvi.metrics import accuracy, expected_calibration_error
 from scvi_capvi.model._novelty import NOVELTY_METHODS
 
-from ._registry import Split
-from ._runs import fit_capvi, fit_scvi
-
-UNLABELED = "Unknown"
+from ._datasets import UNLABELED
+from ._recipes import fit_capvi, fit_scvi
+from ._splits import Split
 
 
 def _training_cells(

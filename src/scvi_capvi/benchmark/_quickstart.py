@@ -11,13 +11,9 @@ import scvi
 from scvi_capvi._catalog import QUICKSTART_EPOCHS
 from scvi_capvi.data import pbmc68k_reduced
 
-from ._registry import Split
-from ._runs import (
-    evaluate_models,
-    fit_capvi,
-    fit_scanvi_from_scvi,
-    fit_scvi_as_users_run_it,
-)
+from ._evaluation import evaluate_models
+from ._recipes import fit_capvi, fit_scanvi_from_scvi, fit_scvi_as_users_run_it
+from ._splits import Split
 
 # Epoch caps (in the command line's catalog, which shows them in `scvi-capvi quickstart -h`)
 QUICK_EPOCHS = QUICKSTART_EPOCHS

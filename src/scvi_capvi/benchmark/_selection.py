@@ -29,8 +29,10 @@ from anndata import AnnData
 
 from scvi_capvi.model import CapVI
 
-from ._registry import LABELS_KEY, MODEL_BATCH_KEY, BenchmarkConfig, Split
-from ._runs import PAPER_ARCHITECTURE
+from ._config import BenchmarkConfig
+from ._datasets import LABELS_KEY
+from ._recipes import PAPER_ARCHITECTURE
+from ._splits import MODEL_BATCH_KEY, Split
 
 logger = logging.getLogger(__name__)
 

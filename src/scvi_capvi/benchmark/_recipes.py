@@ -17,14 +17,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-import pandas as pd
 import scvi
 from anndata import AnnData
 
-from scvi_capvi.metrics import accuracy, clisi, pairwise_ilisi, weighted_accuracy
 from scvi_capvi.model import CapVI
-from scvi_capvi.model._mixins import default_samples_per_pass
 
 PAPER_ARCHITECTURE = {"n_latent": 20, "n_hidden": 256, "n_layers": 3, "dropout_rate": 0.25}
 """The network of :cite:p:`Clivio22`, for CapVI and the SCVI it is compared with."""
@@ -45,28 +41,6 @@ SCVI_PAPER_TRAIN = {
 """``SCVI.train`` arguments of :cite:p:`Clivio22`'s scVI (with no KL warm-up, as for CapVI:
 early stopping on the reconstruction error would otherwise stop while the KL weight is
 still small)."""
-
-
-def cell_split(
-    n_obs: int, fractions: tuple[float, float, float] = (0.5, 0.25, 0.25), seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded train / validation / test split of cells (sorted index arrays): the one seeded
-    cell split of the package and its scripts.
-
-    The cells are permuted with ``numpy.random.default_rng(seed)``; the first
-    ``round(fractions[0] * n_obs)`` are the training cells, the next
-    ``round(fractions[1] * n_obs)`` the validation cells, the rest the test cells.
-    """
-    fractions = np.asarray(fractions, dtype=float)
-    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1):
-        raise ValueError(
-            f"`fractions` must be 3 non-negative numbers summing to 1, got {fractions}"
-        )
-    perm = np.random.default_rng(seed).permutation(n_obs)
-    n_train = int(round(fractions[0] * n_obs))
-    n_val = int(round(fractions[1] * n_obs))
-    parts = np.split(perm, [n_train, n_train + n_val])
-    return tuple(np.sort(p) for p in parts)
 
 
 @dataclass
@@ -195,62 +169,3 @@ def fit_scanvi_from_scvi(
     seconds = time.perf_counter() - start
     epochs = {"scvi": sum(scvi_fit.epochs.values()), "scanvi": kwargs["max_epochs"]}
     return FitResult(model, scvi_fit.seconds + seconds, epochs)
-
-
-def latent_metrics(
-    latent: np.ndarray, cell_type: np.ndarray, batch: np.ndarray | None = None
-) -> dict[str, float]:
-    """Median cLISI (lower is better) and, with several batches, median pairwise iLISI."""
-    n_neighbors = int(min(90, len(latent) - 1))
-    out = {"median_clisi": float(np.median(clisi(latent, cell_type, n_neighbors=n_neighbors)))}
-    if batch is not None and len(np.unique(batch)) > 1:
-        values = pairwise_ilisi(latent, batch, n_neighbors=n_neighbors)
-        out["median_pairwise_ilisi"] = float(np.median(values))
-    return out
-
-
-def evaluate_models(
-    fits: dict[str, FitResult],
-    test: AnnData,
-    *,
-    labels_key: str = "cell_type",
-    batch_key: str | None = "batch",
-    n_mc_samples: int = 1000,
-    progress_bar: bool = True,
-) -> pd.DataFrame:
-    """One row per model: test marginal LL, latent metrics, classifier accuracy, cost."""
-    rows = {}
-    y = test.obs[labels_key].to_numpy()
-    batch = test.obs[batch_key].to_numpy() if batch_key else None
-    for name, fit in fits.items():
-        model = fit.model
-        query = test.copy()
-        row: dict[str, float] = {}
-        if isinstance(model, CapVI | scvi.model.SCANVI):
-            if isinstance(model, scvi.model.SCANVI):
-                query.obs[labels_key] = "Unknown"  # a held-out cell brings no annotation
-            pred = model.predict(query)
-            row["accuracy"] = accuracy(y, pred)
-            row["weighted_accuracy"] = weighted_accuracy(y, pred)
-        if isinstance(model, CapVI):
-            ll = model.get_marginal_ll(query, n_mc_samples=n_mc_samples, progress_bar=progress_bar)
-        else:
-            ll = _scvi_marginal_ll(model, query, n_mc_samples)
-        row["test_marginal_ll"] = float(ll)
-        row.update(latent_metrics(model.get_latent_representation(query), y, batch))
-        row["epochs"] = sum(fit.epochs.values())
-        row["seconds_per_epoch"] = fit.seconds_per_epoch
-        row["train_seconds"] = fit.seconds
-        rows[name] = row
-    frame = pd.DataFrame.from_dict(rows, orient="index").reindex(list(rows))
-    frame.attrs["n_mc_samples"] = n_mc_samples
-    return frame
-
-
-def _scvi_marginal_ll(model, adata: AnnData, n_mc_samples: int) -> float:
-    """scvi-tools' own estimator, averaged per cell (its ``return_mean`` averages per batch)."""
-    per_pass = default_samples_per_pass(n_mc_samples, 128, adata.n_vars)
-    ll = model.get_marginal_ll(
-        adata, n_mc_samples=n_mc_samples, n_mc_samples_per_pass=per_pass, return_mean=False
-    )
-    return float(np.mean(np.asarray(ll)))

@@ -1,202 +1,41 @@
-"""Registries of the benchmark: datasets, splits and methods.
+"""The benchmark's methods: one registry, :data:`METHODS`, of fit functions.
 
-Every method is fitted on the training + validation cells of a split and returns one
-:class:`MethodOutput`: a latent space of *all* cells of the dataset (row-aligned), and, where
-the method has them, the test cells' marginal log-likelihood, reconstruction error, predicted
-cell types and training history.
-
-Held-out batches (datasets with >= 4 batches) are batches the models never saw. Models with a
-batch covariate (CapVI, VampVI, SCVI, SCANVI, LinearSCVI) encode and decode such cells with the
-first training batch as their covariate (``MODEL_BATCH_KEY``); the test likelihood is then that
-of a model that has to explain an unseen batch with a seen one.
+Every method is fitted on the training + validation cells of a :class:`~._splits.Split` and
+returns one :class:`MethodOutput`: a latent space of *all* cells of the dataset
+(row-aligned), and, where the method has them, the test cells' marginal log-likelihood,
+reconstruction error, predicted cell types and training history. Models with a batch
+covariate see the batch as ``MODEL_BATCH_KEY`` (held-out batches mapped to a seen one).
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scvi
 from anndata import AnnData
 
-from scvi_capvi._catalog import METHOD_INFO, QUICK_SETTINGS, pbmc11k_available
-from scvi_capvi.data import list_datasets, pbmc11k, pbmc68k_reduced, read_dataset
-from scvi_capvi.metrics import PROBE_KS
+from scvi_capvi._catalog import METHOD_INFO
 
-from ._runs import (
+from ._config import BenchmarkConfig
+from ._datasets import BATCH_KEY, LABELS_KEY, UNLABELED
+from ._evaluation import reconstruction_error, scvi_marginal_ll
+from ._recipes import (
     PAPER_ARCHITECTURE,
     SCVI_PAPER_TRAIN,
     _epochs_from_history,
-    _scvi_marginal_ll,
-    cell_split,
     fit_capvi,
     fit_scanvi_from_scvi,
     fit_scvi,
     fit_scvi_as_users_run_it,
 )
-
-MODEL_BATCH_KEY = "_benchmark_batch"
-"""``obs`` column the models see as batch: the real batch, unseen batches mapped to a seen one."""
-LABELS_KEY = "cell_type"
-BATCH_KEY = "batch"
-UNLABELED = "Unknown"
+from ._splits import MODEL_BATCH_KEY, Split
 
 
-# ---------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    """How much to train and evaluate.
-
-    ``max_epochs=None`` uses each method's default cap with early stopping (the full run);
-    an integer caps every stage of every model (early stopping stays on).
-    """
-
-    seed: int = 0
-    max_epochs: int | None = None
-    n_mc_samples: int = 1000
-    probe_epochs: int = 100
-    probe_ks: tuple[int, ...] = PROBE_KS
-    scib_fast: bool = False
-    n_pseudo_inputs: int = 500
-    max_cells: int | None = None
-    progress_bar: bool = True
-    capvi_kwargs: dict = field(default_factory=dict)
-    select: bool = False
-    tune_backend: str = "auto"
-    capvi_grid: dict | None = None
-    classifier_grid: dict | None = None
-
-    @classmethod
-    def quick(cls, **overrides) -> BenchmarkConfig:
-        """The ``--quick`` settings: tens of epochs, 100 importance samples, fast scIB metrics,
-        at most 2,000 cells per dataset, a 2 x 2 CapVI grid."""
-        return replace(cls(**QUICK_SETTINGS), **overrides)
-
-
-# ---------------------------------------------------------------------------- datasets
-def available_datasets(data_dir: str | os.PathLike | None = None) -> list[str]:
-    """Every dataset the benchmark can run here: ``pbmc68k_reduced`` (always), each ``.h5ad``
-    of the data folder, and ``pbmc11k`` when its 10x matrices are there."""
-    names = ["pbmc68k_reduced"]
-    try:
-        table = list_datasets(data_dir)
-        names += [n for n in table.index if bool(table.loc[n].get("available", True))]
-    except Exception as err:
-        warnings.warn(f"No local datasets listed ({err}).", UserWarning, stacklevel=2)
-    if pbmc11k_available(data_dir):
-        names.append("pbmc11k")
-    return list(dict.fromkeys(names))
-
-
-def load_dataset(
-    name: str, data_dir: str | os.PathLike | None = None, max_cells: int | None = None, seed=0
-) -> AnnData:
-    """A benchmark dataset with raw counts in ``X``, ``obs['cell_type']`` and ``obs['batch']``;
-    at most ``max_cells`` cells (seeded uniform subsample)."""
-    if name == "pbmc68k_reduced":
-        adata = pbmc68k_reduced()
-    elif name == "pbmc11k":
-        adata = pbmc11k(data_dir=data_dir or data_dir_default(), download=False)
-    else:
-        adata = read_dataset(name, data_dir)
-    if max_cells is not None and adata.n_obs > max_cells:
-        keep = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
-        adata = adata[keep].copy()
-    for key in (LABELS_KEY, BATCH_KEY):
-        adata.obs[key] = adata.obs[key].astype(str).astype("category")
-    # genes with no count in the (sub)sample carry no information and break nothing but PCA
-    counts = np.asarray(adata.X.sum(axis=0)).ravel()
-    if (counts == 0).any():
-        adata = adata[:, counts > 0].copy()
-    adata.uns["benchmark_name"] = name
-    return adata
-
-
-# ---------------------------------------------------------------------------- splits
-@dataclass
-class Split:
-    """Seeded train / validation / test cells, by held-out batches or by cells."""
-
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-    by: str
-    batches: dict[str, list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def by_cells(
-        cls, n_obs: int, fractions: tuple[float, float, float] = (0.5, 0.25, 0.25), seed: int = 0
-    ) -> Split:
-        """The cells of :func:`cell_split` (the same seed gives the same cells)."""
-        return cls(*cell_split(n_obs, fractions, seed), by="cells")
-
-    @property
-    def fit(self) -> np.ndarray:
-        """The training and validation cells: what a model is given (sorted)."""
-        return np.sort(np.concatenate([self.train, self.validation]))
-
-    @property
-    def train_size(self) -> float:
-        """Fraction of the fitted cells used for training (the rest: validation)."""
-        return len(self.train) / len(self.fit)
-
-    def describe(self) -> str:
-        sizes = f"{len(self.train)}/{len(self.validation)}/{len(self.test)} cells"
-        if self.by == "batches":
-            parts = "; ".join(f"{k}: {', '.join(v)}" for k, v in self.batches.items())
-            return f"held-out batches ({parts}); {sizes}"
-        return f"random cells 50/25/25; {sizes}"
-
-
-def make_split(
-    adata: AnnData,
-    seed: int = 0,
-    fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
-    min_batches: int = 4,
-) -> Split:
-    """The split of :cite:p:`Clivio22` (§4): ``fractions`` of the *batches* when there are
-    ``>= min_batches`` of them, else of the cells (:meth:`Split.by_cells`). Seeded; index
-    arrays are sorted."""
-    batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
-    names = np.unique(batch)
-    if len(names) < min_batches:
-        return Split.by_cells(adata.n_obs, fractions, seed)
-    order = np.random.default_rng(seed).permutation(names)
-    n_train = max(1, int(round(fractions[0] * len(names))))
-    n_val = max(1, int(round(fractions[1] * len(names))))
-    n_train = min(n_train, len(names) - 2)
-    groups = {
-        "train": sorted(order[:n_train]),
-        "validation": sorted(order[n_train : n_train + n_val]),
-        "test": sorted(order[n_train + n_val :]),
-    }
-    idx = {k: np.flatnonzero(np.isin(batch, v)) for k, v in groups.items()}
-    return Split(
-        idx["train"],
-        idx["validation"],
-        idx["test"],
-        "batches",
-        {k: list(map(str, v)) for k, v in groups.items()},
-    )
-
-
-def add_model_batch(adata: AnnData, split: Split) -> None:
-    """``obs[MODEL_BATCH_KEY]``: the batch, with batches absent from training mapped to the
-    first training batch (see the module docstring)."""
-    batch = adata.obs[BATCH_KEY].astype(str).to_numpy().copy()
-    seen = np.unique(batch[split.fit])
-    unseen = ~np.isin(batch, seen)
-    batch[unseen] = seen[0]
-    adata.obs[MODEL_BATCH_KEY] = pd.Categorical(batch, categories=seen)
-
-
-# ---------------------------------------------------------------------------- methods
 @dataclass
 class MethodOutput:
     """What a method gives the benchmark (arrays row-aligned with the dataset's cells)."""
@@ -224,6 +63,10 @@ class Method:
     default: bool = True
 
 
+class MethodSkipped(RuntimeError):
+    """A method that cannot run on this dataset or in this environment (reported, not fatal)."""
+
+
 def _vae_epochs(config: BenchmarkConfig) -> int | None:
     """Epoch cap of the single-stage models: CapVI's stages 2 + 3 together (as the quick
     start gives scVI), so every VAE gets as many epochs of its generative model."""
@@ -244,29 +87,8 @@ def _eval_copy(adata: AnnData, unlabel: bool = False) -> AnnData:
     return out
 
 
-def reconstruction_error(model, adata: AnnData) -> float:
-    """Reconstruction loss per cell of ``adata`` (NB / ZINB negative log-likelihood with z
-    drawn from q(z|x), as :cite:p:`Dony20,Svensson20` report it).
-
-    NaN when there are no cells, or when the model has no scvi-tools
-    ``get_reconstruction_error`` or does not implement it (``NotImplementedError``); any other
-    error propagates, so that the benchmark reports the method as failed instead of leaving
-    the column blank.
-    """
-    get_error = getattr(model, "get_reconstruction_error", None)
-    if adata.n_obs == 0 or get_error is None:
-        return float("nan")
-    try:
-        err = get_error(adata.copy())
-    except NotImplementedError:
-        return float("nan")
-    value = err["reconstruction_loss"] if isinstance(err, dict) else err
-    return float(-value) if value < 0 else float(value)
-
-
 def _capvi_fit(variant: str) -> Callable:
     def fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
-
         model_kwargs = dict(config.capvi_kwargs) if variant == "capvi" else {}
         train_kwargs: dict = {**_trainer_kwargs(config)}
         if "classifier_lr" in model_kwargs:  # chosen by model selection; a plan parameter
@@ -379,7 +201,7 @@ def _scvi_family_fit(kind: str) -> Callable:
         if len(split.test):
             test = full[split.test].copy()
             try:
-                out.test_marginal_ll = _scvi_marginal_ll(model, test, config.n_mc_samples)
+                out.test_marginal_ll = scvi_marginal_ll(model, test, config.n_mc_samples)
             except Exception as err:
                 out.info["marginal_ll_error"] = f"{type(err).__name__}: {err}"[:200]
             out.test_reconstruction = reconstruction_error(model, test)
@@ -489,10 +311,6 @@ def _scanorama_fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> Met
     )
 
 
-class MethodSkipped(RuntimeError):
-    """A method that cannot run on this dataset or in this environment (reported, not fatal)."""
-
-
 def _method(name: str, fit: Callable, needs_batches: bool = False) -> Method:
     """A method with the description and default of the command line's catalog."""
     info = METHOD_INFO[name]
@@ -523,8 +341,6 @@ METHODS: dict[str, Method] = {
     )
 }
 
-QUICK_METHODS = ("CapVI", "SCVI", "VampVI-VAMP", "Scanorama", "PCA")
-
 
 def resolve_methods(names: list[str] | None) -> list[Method]:
     """Registered methods by name (all of them for ``None``), with a clear error."""
@@ -534,10 +350,3 @@ def resolve_methods(names: list[str] | None) -> list[Method]:
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; registered: {', '.join(METHODS)}.")
     return [METHODS[n] for n in names]
-
-
-def data_dir_default() -> Path | None:
-    from scvi_capvi.data._datasets import _candidate_data_dirs
-
-    dirs = _candidate_data_dirs(None)
-    return dirs[0] if dirs else None

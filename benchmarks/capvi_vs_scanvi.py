@@ -15,7 +15,7 @@ Two protocols, both on the labelled datasets of ``../shared/data``:
 
 Baselines (see :func:`scvi_capvi.benchmark.fit_scvi_as_users_run_it`): SCVI with every
 scvi-tools default, with and without its KL warm-up, with scvi-tools' network and with CapVI's
-(D = 20, 3 x 256, dropout 0.25), SCVI with paper 000's recipe, and SCANVI via
+(D = 20, 3 x 256, dropout 0.25), SCVI with Clivio et al. (2022)'s recipe, and SCANVI via
 ``SCANVI.from_scvi_model`` + ``train(max_epochs=20, n_samples_per_label=100)`` on each SCVI.
 Every SCVI gets ``--max-epochs`` (capped by scvi-tools' own heuristic); CapVI gets the same
 budget for its two ELBO stages together (plus its classifier stage, which is cheap).
@@ -42,8 +42,9 @@ import pandas as pd
 import scvi
 import torch
 
-from scvi_capvi.benchmark import FitResult, cell_split
-from scvi_capvi.benchmark._runs import (
+from scvi_capvi.benchmark import (
+    FitResult,
+    Split,
     fit_capvi,
     fit_scanvi_from_scvi,
     fit_scvi,
@@ -169,14 +170,17 @@ def run_heldout(args) -> pd.DataFrame:
     for name in args.datasets:
         adata = read_dataset(name)
         for seed in args.seeds:
-            train_idx, val_idx, test_idx = cell_split(adata.n_obs, (0.5, 0.25, 0.25), seed=seed)
-            fit_idx = np.sort(np.concatenate([train_idx, val_idx]))
-            train_size = len(train_idx) / len(fit_idx)
+            split = Split.by_cells(adata.n_obs, (0.5, 0.25, 0.25), seed=seed)
             fits = heldout_fits(
-                adata[fit_idx].copy(), train_size, args.methods, args.max_epochs,
-                json.loads(args.capvi), json.loads(args.capvi_train), seed,
-            )  # fmt: skip
-            test = adata[test_idx].copy()
+                adata[split.fit].copy(),
+                split.train_size,
+                args.methods,
+                args.max_epochs,
+                json.loads(args.capvi),
+                json.loads(args.capvi_train),
+                seed,
+            )
+            test = adata[split.test].copy()
             for method, fit in fits.items():
                 scvi.settings.seed = seed
                 row = {"dataset": name, "seed": seed, "method": method + args.label}
@@ -202,32 +206,41 @@ def run_transfer(args) -> pd.DataFrame:
                 ref, query, args.methods, args.max_epochs, json.loads(args.capvi), seed
             ):
                 pred = probs.columns.to_numpy()[probs.to_numpy().argmax(1)]
-                row = {**base, "method": method + args.label,
-                       "accuracy": accuracy(y, pred),
-                       "balanced_accuracy": weighted_accuracy(y, pred),
-                       "ece": expected_calibration_error(probs, y),
-                       "reference_seconds": seconds, "query_seconds": query_seconds}  # fmt: skip
+                row = {
+                    **base,
+                    "method": method + args.label,
+                    "accuracy": accuracy(y, pred),
+                    "balanced_accuracy": weighted_accuracy(y, pred),
+                    "ece": expected_calibration_error(probs, y),
+                    "reference_seconds": seconds,
+                    "query_seconds": query_seconds,
+                }
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-            append(pd.DataFrame([r for r in rows if r["seed"] == seed and
-                                 r["dataset"] == name]), "transfer")  # fmt: skip
+            append(
+                pd.DataFrame([r for r in rows if r["seed"] == seed and r["dataset"] == name]),
+                "transfer",
+            )
     return pd.DataFrame(rows)
 
 
 def transfer_methods(ref, query, methods, budget, capvi_kwargs, seed=0):
     """Yield ``(method, reference seconds, query seconds, query probabilities)``."""
     epochs = scvi_epochs(budget, ref.n_obs)
-    for name, network in (("SCANVI + scArches", ARCHES_NETWORK), ("SCANVI + scArches, SCVI "
-                                                                  "defaults", {})):  # fmt: skip
+    for name, network in (
+        ("SCANVI + scArches", ARCHES_NETWORK),
+        ("SCANVI + scArches, SCVI defaults", {}),
+    ):
         if name not in methods:
             continue
         scvi.settings.seed = seed
         data = ref.copy()
         ref_fit = fit_scanvi_from_scvi(
-            fit_scvi_as_users_run_it(data, 0.9, max_epochs=epochs, model_kwargs=network,
-                                     train_kwargs=QUIET),
+            fit_scvi_as_users_run_it(
+                data, 0.9, max_epochs=epochs, model_kwargs=network, train_kwargs=QUIET
+            ),
             train_kwargs=QUIET,
-        )  # fmt: skip
+        )
         q = query.copy()
         scvi.model.SCANVI.prepare_query_anndata(q, ref_fit.model)
         qmodel = scvi.model.SCANVI.load_query_data(q, ref_fit.model)
@@ -239,9 +252,11 @@ def transfer_methods(ref, query, methods, budget, capvi_kwargs, seed=0):
             continue
         scvi.settings.seed = seed
         fit = fit_capvi(
-            ref.copy(), 0.9, model_kwargs={"recipe": recipe, **capvi_kwargs},
+            ref.copy(),
+            0.9,
+            model_kwargs={"recipe": recipe, **capvi_kwargs},
             train_kwargs={**QUIET, **capvi_epochs(budget, ref.n_obs)},
-        )  # fmt: skip
+        )
         if name in methods:
             yield name, fit.seconds, 0.0, fit.model.predict(query.copy(), soft=True)
         if f"{name} + query training" in methods:
@@ -251,8 +266,12 @@ def transfer_methods(ref, query, methods, budget, capvi_kwargs, seed=0):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="No annotated cell")
                 qmodel.train(max_epochs=SCARCHES_QUERY_TRAIN["max_epochs"], **QUIET)
-            yield (f"{name} + query training", fit.seconds, time.perf_counter() - start,
-                   qmodel.predict(soft=True))  # fmt: skip
+            yield (
+                f"{name} + query training",
+                fit.seconds,
+                time.perf_counter() - start,
+                qmodel.predict(soft=True),
+            )
 
 
 def append(frame: pd.DataFrame, protocol: str) -> None:
@@ -320,13 +339,18 @@ def verdicts(frame: pd.DataFrame, candidate: str = "CapVI") -> pd.DataFrame:
             sign = 1 if higher else -1
             mean, sd = diff.mean(), diff.std() if len(diff) > 1 else 0.0
             win = sign * mean > (sd if len(diff) > 1 else 0)
-            rows.append({
-                "dataset": dataset, "metric": metric, "bar": bar,
-                "bar value": values[bar].mean(), "CapVI": values[candidate].mean(),
-                "CapVI − bar": f"{mean:+.3f} ± {sd:.3f}" if len(diff) > 1 else f"{mean:+.3f}",
-                "seeds": len(diff),
-                "verdict": "win" if win else ("tie" if sign * mean >= -sd else "loss"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "metric": metric,
+                    "bar": bar,
+                    "bar value": values[bar].mean(),
+                    "CapVI": values[candidate].mean(),
+                    "CapVI − bar": f"{mean:+.3f} ± {sd:.3f}" if len(diff) > 1 else f"{mean:+.3f}",
+                    "seeds": len(diff),
+                    "verdict": "win" if win else ("tie" if sign * mean >= -sd else "loss"),
+                }
+            )
         for metric, base, target in (
             ("median_ilisi", "SCVI", 0.95),
             ("train_seconds", "SCANVI", 1.25),
@@ -338,15 +362,21 @@ def verdicts(frame: pd.DataFrame, candidate: str = "CapVI") -> pd.DataFrame:
             if ratio.isna().all():
                 continue
             ok = ratio.mean() >= target if metric == "median_ilisi" else ratio.mean() <= target
-            rows.append({
-                "dataset": dataset, "metric": f"{metric} ratio", "bar": base,
-                "bar value": wide[metric][base].mean(), "CapVI": wide[metric][candidate].mean(),
-                "CapVI − bar": f"× {ratio.mean():.2f}" + (f" ± {ratio.std():.2f}"
-                                                          if len(ratio.dropna()) > 1 else ""),
-                "seeds": int(ratio.notna().sum()),
-                "verdict": ("≥" if metric == "median_ilisi" else "≤") + f" × {target}: "
-                           + ("met" if ok else "missed"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "metric": f"{metric} ratio",
+                    "bar": base,
+                    "bar value": wide[metric][base].mean(),
+                    "CapVI": wide[metric][candidate].mean(),
+                    "CapVI − bar": f"× {ratio.mean():.2f}"
+                    + (f" ± {ratio.std():.2f}" if len(ratio.dropna()) > 1 else ""),
+                    "seeds": int(ratio.notna().sum()),
+                    "verdict": ("≥" if metric == "median_ilisi" else "≤")
+                    + f" × {target}: "
+                    + ("met" if ok else "missed"),
+                }
+            )
     return pd.DataFrame(rows).round(3)
 
 
@@ -365,10 +395,18 @@ def report(args) -> None:
     if heldout.exists():
         frame = pd.read_csv(heldout)
         table = summarise(
-            frame, ["dataset", "method"],
-            ["test_marginal_ll", "accuracy", "balanced_accuracy", "ece", "median_clisi",
-             "median_ilisi", "train_seconds"],
-        )  # fmt: skip
+            frame,
+            ["dataset", "method"],
+            [
+                "test_marginal_ll",
+                "accuracy",
+                "balanced_accuracy",
+                "ece",
+                "median_clisi",
+                "median_ilisi",
+                "train_seconds",
+            ],
+        )
         parts += ["### Held-out cells (50/25/25 split)", "", markdown(table), ""]
         table = verdicts(frame).set_index(["dataset", "metric"])
         parts += ["### CapVI against the best baseline, paired by seed", "", markdown(table), ""]
@@ -389,11 +427,20 @@ def report(args) -> None:
 
 
 HELDOUT_METHODS = [
-    "SCVI", "SCVI, no warm-up", "SCVI, CapVI net", "SCVI, CapVI net, no warm-up",
-    "SCANVI", "SCANVI, CapVI net", "CapVI",
-]  # fmt: skip
-TRANSFER_METHODS = ["SCANVI + scArches", "SCANVI + scArches, SCVI defaults", "CapVI",
-                    "CapVI + query training"]  # fmt: skip
+    "SCVI",
+    "SCVI, no warm-up",
+    "SCVI, CapVI net",
+    "SCVI, CapVI net, no warm-up",
+    "SCANVI",
+    "SCANVI, CapVI net",
+    "CapVI",
+]
+TRANSFER_METHODS = [
+    "SCANVI + scArches",
+    "SCANVI + scArches, SCVI defaults",
+    "CapVI",
+    "CapVI + query training",
+]
 
 
 def main() -> None:
@@ -401,9 +448,13 @@ def main() -> None:
     parser.add_argument("protocol", choices=["heldout", "transfer", "report"])
     parser.add_argument("--datasets", nargs="+", default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--methods", nargs="+", default=None,
-                        help="default: every baseline and CapVI; add 'SCVI, paper recipe' and "
-                        "'CapVI, paper recipe' for the paper's recipe")  # fmt: skip
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="default: every baseline and CapVI; add 'SCVI, paper recipe' and "
+        "'CapVI, paper recipe' for the paper's recipe",
+    )
     parser.add_argument("--max-epochs", type=int, default=150)
     parser.add_argument("--n-mc-samples", type=int, default=100)
     parser.add_argument("--capvi", default="{}", help="JSON keyword arguments of CapVI")
@@ -414,15 +465,18 @@ def main() -> None:
         return report(args)
     if args.datasets is None:
         args.datasets = (
-            list(TRANSFER_QUERIES) if args.protocol == "transfer"
+            list(TRANSFER_QUERIES)
+            if args.protocol == "transfer"
             else ["kang2018_pbmc_ifnb_muscat_subset", "pbmc4k_10x_top2000"]
-        )  # fmt: skip
+        )
     if args.methods is None:
         args.methods = HELDOUT_METHODS if args.protocol == "heldout" else TRANSFER_METHODS
     machine = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
-    print(f"{machine}, torch {torch.__version__} ({threads} threads), scvi-tools "
-          f"{scvi.__version__}", flush=True)  # fmt: skip
+    print(
+        f"{machine}, torch {torch.__version__} ({threads} threads), scvi-tools {scvi.__version__}",
+        flush=True,
+    )
     (run_heldout if args.protocol == "heldout" else run_transfer)(args)
 
 

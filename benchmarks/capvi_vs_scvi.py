@@ -1,9 +1,9 @@
-"""CapVI vs scVI, both with paper 000's recipe: held-out likelihood, LISI, accuracy, cost.
+"""CapVI vs scVI, both with Clivio et al. (2022)'s recipe: likelihood, LISI, accuracy, cost.
 
 This reproduces the paper's comparison. scvi-tools' users run SCVI and SCANVI otherwise: that
 comparison, with CapVI's defaults, is ``benchmarks/capvi_vs_scanvi.py``.
 
-Seeded 50/25/25 cell split (train / validation / test), paper 000's recipe for both models
+Seeded 50/25/25 cell split (train / validation / test), Clivio et al.'s recipe for both models
 (D = 20, 3 x 256 layers, dropout 0.25, Adam eps 0.01, early stopping on the validation
 reconstruction error; a latent library size and gene-batch dispersion; CapVI with
 ``recipe="paper"``).
@@ -28,7 +28,7 @@ import scvi
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from scvi_capvi.benchmark import cell_split, evaluate_models, fit_capvi, fit_scvi
+from scvi_capvi.benchmark import Split, evaluate_models, fit_capvi, fit_scvi
 from scvi_capvi.data import read_dataset
 from scvi_capvi.metrics import accuracy, weighted_accuracy
 
@@ -50,20 +50,23 @@ class Stage1Predictions(Callback):
 
 def run(name: str, n_mc_samples: int, seed: int, capvi_kwargs: dict, label: str) -> pd.DataFrame:
     adata = read_dataset(name)
-    train_idx, val_idx, test_idx = cell_split(adata.n_obs, (0.5, 0.25, 0.25), seed=seed)
-    fit_idx = np.sort(np.concatenate([train_idx, val_idx]))
-    train_size = len(train_idx) / len(fit_idx)
-    test = adata[test_idx].copy()
+    split = Split.by_cells(adata.n_obs, (0.5, 0.25, 0.25), seed=seed)
+    train_size = split.train_size
+    test = adata[split.test].copy()
     x_test = torch.as_tensor(np.asarray(test.X.todense()), dtype=torch.float32)
     stage1 = Stage1Predictions(x_test)
 
     scvi.settings.seed = seed
     capvi = fit_capvi(
-        adata[fit_idx].copy(), train_size, model_kwargs={"recipe": "paper", **capvi_kwargs},
+        adata[split.fit].copy(),
+        train_size,
+        model_kwargs={"recipe": "paper", **capvi_kwargs},
         train_kwargs={"enable_progress_bar": False, "callbacks": [stage1]},
-    )  # fmt: skip
+    )
     scvi.settings.seed = seed
-    ref = fit_scvi(adata[fit_idx].copy(), train_size, train_kwargs={"enable_progress_bar": False})
+    ref = fit_scvi(
+        adata[split.fit].copy(), train_size, train_kwargs={"enable_progress_bar": False}
+    )
     scvi.settings.seed = seed
     table = evaluate_models(
         {f"CapVI{label}": capvi, "scVI": ref}, test, n_mc_samples=n_mc_samples, progress_bar=False

@@ -78,15 +78,17 @@ def choose_k(adata, ks, max_epochs, seed, network):
         model, _ = fit_gmvae(adata, k, max_epochs, **NETWORKS[network])
         val = model.validation_indices
         components = model.predict(soft=True).to_numpy().argmax(1)
-        rows.append({
-            "n_components": k,
-            "validation_elbo": float(model.get_elbo(indices=val)),
-            "validation_marginal_ll": float(
-                model.get_marginal_ll(indices=val, n_mc_samples=100, progress_bar=False)
-            ),
-            "components_used": components_used(components, k),
-            **clustering_agreement(adata.obs["cell_type"], components),
-        })  # fmt: skip
+        rows.append(
+            {
+                "n_components": k,
+                "validation_elbo": float(model.get_elbo(indices=val)),
+                "validation_marginal_ll": float(
+                    model.get_marginal_ll(indices=val, n_mc_samples=100, progress_bar=False)
+                ),
+                "components_used": components_used(components, k),
+                **clustering_agreement(adata.obs["cell_type"], components),
+            }
+        )
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 
@@ -100,13 +102,19 @@ def summarise() -> pd.DataFrame:
     return (
         table.groupby(["dataset", "method"], sort=False)
         .agg(
-            K=("n_components", "first"), cells=("n_cells", "first"), seeds=("seed", "nunique"),
-            ari=("ari", "mean"), ari_sd=("ari", "std"), nmi=("nmi", "mean"),
-            nmi_sd=("nmi", "std"), used_min=("components_used", "min"),
-            seconds=("seconds", "mean"), cost_vs_scvi=("cost_vs_scvi", "mean"),
+            K=("n_components", "first"),
+            cells=("n_cells", "first"),
+            seeds=("seed", "nunique"),
+            ari=("ari", "mean"),
+            ari_sd=("ari", "std"),
+            nmi=("nmi", "mean"),
+            nmi_sd=("nmi", "std"),
+            used_min=("components_used", "min"),
+            seconds=("seconds", "mean"),
+            cost_vs_scvi=("cost_vs_scvi", "mean"),
         )
         .reset_index()
-    )  # fmt: skip
+    )
 
 
 def markdown(summary: pd.DataFrame) -> str:
@@ -153,9 +161,11 @@ def main():
     parser.add_argument("--table", action="store_true", help="print the summary table and exit")
     parser.add_argument("--figures", action="store_true", help="UMAP per dataset (seed 0)")
     parser.add_argument(
-        "--network", choices=("capvi", "scvi"), default="capvi",
+        "--network",
+        choices=("capvi", "scvi"),
+        default="capvi",
         help="the GMVAE's network: CapVI's defaults (3 x 256) or SCVI's (1 x 128, dropout 0.1)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if args.table:
         summary = summarise()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, write
 
 from scvi_capvi.benchmark import load_dataset
-from scvi_capvi.benchmark._runs import PAPER_ARCHITECTURE
+from scvi_capvi.benchmark._recipes import PAPER_ARCHITECTURE, SCVI_PAPER_MODEL
 from scvi_capvi.model import CapVI, VampVI
 from scvi_capvi.model._marginal_ll import (
     ImportanceSampledLLMixin,
@@ -97,13 +97,7 @@ def main() -> None:
     per_pass = default_samples_per_pass(n, 128, adata.n_vars)
 
     ISSCVI.setup_anndata(adata, batch_key="batch")
-    model = ISSCVI(
-        adata,
-        **PAPER_ARCHITECTURE,
-        dispersion="gene-batch",
-        gene_likelihood="zinb",
-        use_observed_lib_size=False,
-    )
+    model = ISSCVI(adata, **SCVI_PAPER_MODEL)  # fit_scvi's model
     model.train(max_epochs=args.epochs, **quiet)
     model.module.log_importance_weights = types.MethodType(
         _scvi_log_importance_weights, model.module

@@ -96,17 +96,24 @@ def main():
         print(f"{name}: {times[name]} s, peak RSS {steps[name]:.3f} GiB", flush=True)
         return out
 
-    step("setup_anndata", lambda: CapVI.setup_anndata(adata, labels_key="cell_type",
-                                                      batch_key="batch"))  # fmt: skip
+    step(
+        "setup_anndata",
+        lambda: CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch"),
+    )
     model = step("model", lambda: CapVI(adata))
     step(
         "train (1 epoch per stage)",
         lambda: model.train(
-            classifier_epochs=1, frozen_epochs=1, max_epochs=1, train_size=args.train_size,
-            validation_size=0.01, batch_size=args.batch_size, early_stopping=False,
+            classifier_epochs=1,
+            frozen_epochs=1,
+            max_epochs=1,
+            train_size=args.train_size,
+            validation_size=0.01,
+            batch_size=args.batch_size,
+            early_stopping=False,
             enable_progress_bar=False,
         ),
-    )  # fmt: skip
+    )
     latent = step(
         "get_latent_representation",
         lambda: model.get_latent_representation(batch_size=args.batch_size),

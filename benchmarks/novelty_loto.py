@@ -59,10 +59,11 @@ def _markdown(frame: pd.DataFrame) -> str:
     head = "| " + " | ".join([frame.index.name or "", *frame.columns]) + " |"
     rule = "|" + "---|" * (len(frame.columns) + 1)
     body = [
-        "| " + " | ".join([str(i), *(f"{v:.3g}" if isinstance(v, float) else str(v)
-                                    for v in row)]) + " |"
+        "| "
+        + " | ".join([str(i), *(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row)])
+        + " |"
         for i, row in zip(frame.index, frame.itertuples(index=False))
-    ]  # fmt: skip
+    ]
     return "\n".join([head, rule, *body])
 
 
@@ -75,15 +76,22 @@ def collect_report(out: Path) -> str:
         means.append(frame.select_dtypes("number").mean().rename(path.stem))
     summary = pd.DataFrame(means)
     summary.index.name = "run (mean over hidden types)"
-    return "\n".join(["## Means over hidden types\n", _markdown(summary), "",
-                      "## Per hidden type\n", *sections])  # fmt: skip
+    return "\n".join(
+        ["## Means over hidden types\n", _markdown(summary), "", "## Per hidden type\n", *sections]
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=[
-        "kang2018_pbmc_ifnb_muscat_subset", "pbmc4k_10x_top2000",
-        "human_kidney_young2018_top2000"])  # fmt: skip
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=[
+            "kang2018_pbmc_ifnb_muscat_subset",
+            "pbmc4k_10x_top2000",
+            "human_kidney_young2018_top2000",
+        ],
+    )
     parser.add_argument("--modes", nargs="+", default=["unlabelled"])
     parser.add_argument("--epochs", type=int, default=60, help="cap of each CapVI stage")
     parser.add_argument("--scvi-epochs", type=int, default=100)
@@ -94,13 +102,17 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--report", type=Path, default=None,
+        "--report",
+        type=Path,
+        default=None,
         help="only collect every CSV under --out into this markdown file (no training)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--max-cells-per-type", type=int, default=None,
+        "--max-cells-per-type",
+        type=int,
+        default=None,
         help="subsample each cell type to at most this many cells (seeded; for CPU budgets)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report is not None:
@@ -122,26 +134,34 @@ def main(argv=None):
                 mode=mode,
                 seed=args.seed,
                 capvi_kwargs={"semi_supervised": args.semi_supervised},
-                capvi_train_kwargs={"classifier_epochs": args.epochs,
-                                    "frozen_epochs": args.epochs, "max_epochs": args.epochs},
+                capvi_train_kwargs={
+                    "classifier_epochs": args.epochs,
+                    "frozen_epochs": args.epochs,
+                    "max_epochs": args.epochs,
+                },
                 scanvi=not args.no_scanvi,
                 scvi_max_epochs=args.scvi_epochs,
                 scanvi_train_kwargs={"max_epochs": args.scanvi_epochs},
-            )  # fmt: skip
+            )
             frame.attrs["n_cells"] = adata.n_obs
             frame.to_csv(args.out / f"{name}_{mode}{tag}.csv")
-            print(f"\n## {name} ({mode}{tag}), {adata.n_obs} cells, "
-                  f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+            print(
+                f"\n## {name} ({mode}{tag}), {adata.n_obs} cells, "
+                f"{time.perf_counter() - start:.0f} s"
+            )
             print(frame.round(3).to_string())
             mean = frame.select_dtypes("number").mean().rename(f"{name} ({mode}{tag})")
             summaries.append(mean)
     summary = pd.DataFrame(summaries)
     cols = [c for c in summary.columns if not c.startswith("n_test")]
     text = summary[cols].round(3).T.to_string()
-    meta = {"torch": torch.__version__, "scvi-tools": scvi.__version__,
-            "machine": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+    meta = {
+        "torch": torch.__version__,
+        "scvi-tools": scvi.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     (args.out / f"summary{tag}.md").write_text(
         "Means over hidden types\n\n```\n" + text + "\n```\n\n" + json.dumps(meta, indent=1)
     )

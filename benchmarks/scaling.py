@@ -1,4 +1,4 @@
-"""Scaling curve (paper 003): time per 1,000 cells per 10 epochs, 1k to 200k cells.
+"""Scaling curve (Svensson et al. 2020): time per 1,000 cells per 10 epochs, 1k to 200k cells.
 
 Cells are **resampled with replacement from a real dataset** (default ``pbmc68k_reduced``;
 ``--dataset pbmc4k_10x_top2000`` for 2,000 genes), so every size has real expression profiles
@@ -8,8 +8,8 @@ the median epoch time (first epoch left out) and the process's peak resident mem
 
     OMP_NUM_THREADS=1 python benchmarks/scaling.py --sizes 1000 2000 5000 10000 --epochs 2
 
-Writes ``benchmarks/results/scaling.csv``. Paper 003 reports ~5 s per 1,000 cells per 10
-epochs for LDVAE/scVI on a desktop CPU, linear in the number of cells.
+Writes ``benchmarks/results/scaling.csv``. Svensson et al. (2020) report ~5 s per 1,000 cells
+per 10 epochs for LDVAE/scVI on a desktop CPU, linear in the number of cells.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def one(size: int, dataset: str, epochs: int, model_name: str, threads: int) -> 
     import torch
 
     from scvi_capvi.benchmark import load_dataset
-    from scvi_capvi.benchmark._runs import PAPER_ARCHITECTURE
+    from scvi_capvi.benchmark._recipes import PAPER_ARCHITECTURE, SCVI_PAPER_MODEL
     from scvi_capvi.model import CapVI
 
     torch.set_num_threads(threads)
@@ -48,13 +48,7 @@ def one(size: int, dataset: str, epochs: int, model_name: str, threads: int) -> 
     start = time.perf_counter()
     if model_name == "SCVI":
         scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
-        model = scvi.model.SCVI(
-            adata,
-            **PAPER_ARCHITECTURE,
-            dispersion="gene-batch",
-            gene_likelihood="zinb",
-            use_observed_lib_size=False,
-        )
+        model = scvi.model.SCVI(adata, **SCVI_PAPER_MODEL)  # fit_scvi's model, timed
         model.train(max_epochs=epochs, train_size=1.0, **quiet)
         per_epoch = timer.per_epoch()
     else:

@@ -16,12 +16,33 @@ def test_benchmark_cli_writes_every_report_file(tmp_path):
     data.mkdir()
     toy_adata(n_cells=240, n_batches=4).write_h5ad(data / "toy.h5ad")
     out = tmp_path / "report"
-    code = main([
-        "benchmark", "--quick", "--datasets", "toy", "--data-dir", str(data),
-        "--methods", "CapVI", "SCVI", "Scanorama", "PCA", "--out", str(out),
-        "--no-select", "--no-progress", "--max-epochs", "2", "--n-mc-samples", "5",
-        "--probe-epochs", "1", "--probe-ks", "5",
-    ])  # fmt: skip
+    code = main(
+        [
+            "benchmark",
+            "--quick",
+            "--datasets",
+            "toy",
+            "--data-dir",
+            str(data),
+            "--methods",
+            "CapVI",
+            "SCVI",
+            "Scanorama",
+            "PCA",
+            "--out",
+            str(out),
+            "--no-select",
+            "--no-progress",
+            "--max-epochs",
+            "2",
+            "--n-mc-samples",
+            "5",
+            "--probe-epochs",
+            "1",
+            "--probe-ks",
+            "5",
+        ]
+    )
     assert code == 0
     results = pd.read_csv(out / "results.csv")
     assert results["method"].tolist() == ["CapVI", "SCVI", "Scanorama", "PCA"]

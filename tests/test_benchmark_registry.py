@@ -6,13 +6,22 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from scvi_capvi.benchmark import METHODS, BenchmarkConfig, load_dataset, make_split
-from scvi_capvi.benchmark._registry import MODEL_BATCH_KEY, add_model_batch, resolve_methods
+from scvi_capvi.benchmark import (
+    METHODS,
+    BenchmarkConfig,
+    Split,
+    cell_split,
+    load_dataset,
+    make_split,
+)
+from scvi_capvi.benchmark._evaluation import reconstruction_error
+from scvi_capvi.benchmark._methods import resolve_methods
 from scvi_capvi.benchmark._selection import (
     CAPVI_METRIC,
     CLASSIFIER_METRIC,
     select_capvi,
 )
+from scvi_capvi.benchmark._splits import MODEL_BATCH_KEY, add_model_batch
 
 
 def toy_adata(n_cells=240, n_genes=30, n_batches=4, seed=0):
@@ -40,8 +49,10 @@ def test_split_by_held_out_batches():
     for part, names in split.batches.items():
         idx = getattr(split, part)
         assert set(batch[idx]) == set(names)
-    assert np.array_equal(np.sort(np.concatenate([split.train, split.validation, split.test])),
-                          np.arange(adata.n_obs))  # fmt: skip
+    assert np.array_equal(
+        np.sort(np.concatenate([split.train, split.validation, split.test])),
+        np.arange(adata.n_obs),
+    )
     assert make_split(adata, seed=1).batches == split.batches  # seeded
     add_model_batch(adata, split)
     model_batch = adata.obs[MODEL_BATCH_KEY].astype(str).to_numpy()
@@ -57,9 +68,64 @@ def test_split_by_cells_with_few_batches():
     assert split.train_size == pytest.approx(120 / 180)
 
 
+def test_one_seeded_cell_split():
+    """make_split (few batches) and Split.by_cells are cell_split: the same seed gives the same
+    cells, as it did before they shared it."""
+    assert [p.tolist() for p in cell_split(12, seed=0)] == [
+        [2, 4, 5, 7, 9, 11],
+        [0, 3, 6],
+        [1, 8, 10],
+    ]
+    assert [p.tolist() for p in cell_split(12, (0.6, 0.2, 0.2), seed=3)] == [
+        [0, 1, 2, 4, 7, 10, 11],
+        [6, 9],
+        [3, 5, 8],
+    ]
+    adata = toy_adata(n_batches=2)
+    for seed in (0, 5):
+        expected = cell_split(adata.n_obs, seed=seed)
+        for split in (make_split(adata, seed=seed), Split.by_cells(adata.n_obs, seed=seed)):
+            for part, idx in zip((split.train, split.validation, split.test), expected):
+                np.testing.assert_array_equal(part, idx)
+    with pytest.raises(ValueError, match="fractions"):
+        cell_split(10, (0.5, 0.5, 0.5))
+
+
+class _Model:
+    """Stands in for a trained model: its ``get_reconstruction_error`` returns or raises."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def get_reconstruction_error(self, adata):
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return {"reconstruction_loss": self.outcome}
+
+
+def test_reconstruction_error_lets_unexpected_errors_through():
+    adata = toy_adata(n_cells=10)
+    assert reconstruction_error(_Model(-12.5), adata) == 12.5
+    assert np.isnan(reconstruction_error(_Model(NotImplementedError()), adata))
+    assert np.isnan(reconstruction_error(object(), adata))  # no estimator
+    assert np.isnan(reconstruction_error(_Model(1.0), adata[:0]))  # no cells
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        reconstruction_error(_Model(RuntimeError("CUDA out of memory")), adata)
+
+
 def test_registries():
-    assert {"CapVI", "CapVI-e2e", "CapVI-GMVAE", "VampVI-VAMP", "NBAutoencoder", "SCVI",
-            "SCANVI", "LinearSCVI", "Scanorama", "PCA"} <= set(METHODS)  # fmt: skip
+    assert {
+        "CapVI",
+        "CapVI-e2e",
+        "CapVI-GMVAE",
+        "VampVI-VAMP",
+        "NBAutoencoder",
+        "SCVI",
+        "SCANVI",
+        "LinearSCVI",
+        "Scanorama",
+        "PCA",
+    } <= set(METHODS)
     defaults = [m.name for m in resolve_methods(None)]
     assert "CapVI-GMVAE" not in defaults and "CapVI-e2e" in defaults  # GMVAE: when named
     with pytest.raises(ValueError, match="Unknown method"):
@@ -75,10 +141,11 @@ def test_local_model_selection_picks_best_scores():
     split = make_split(adata)
     add_model_batch(adata, split)
     config = BenchmarkConfig.quick(
-        max_epochs=2, n_mc_samples=5,
+        max_epochs=2,
+        n_mc_samples=5,
         classifier_grid={"classifier_n_hidden": [16, 32]},
         capvi_grid={"prior_scale": [1.0, 0.125]},
-    )  # fmt: skip
+    )
     chosen, table = select_capvi(adata, split, config, backend="local", log=lambda *_: None)
     assert set(chosen) == {"classifier_n_hidden", "prior_scale"}
     classifier = table[table["grid"] == "classifier"]
@@ -108,7 +175,7 @@ def test_scvi_family_gets_the_single_stage_epoch_budget():
 
 def test_report_claims_verdicts():
     """The report's claim checks: CapVI vs SCVI likelihood and cLISI; VAMP vs VAE strictly."""
-    from scvi_capvi.benchmark._suite import _claims
+    from scvi_capvi.benchmark._report import _claims
 
     rows = [
         ("CapVI", {"test_marginal_ll": -700.0, "median_clisi": 1.1}),
@@ -125,7 +192,7 @@ def test_report_claims_verdicts():
 
 
 def test_nonfinite_validation_marks_a_run_as_failed():
-    from scvi_capvi.benchmark._suite import nonfinite_validation
+    from scvi_capvi.benchmark._evaluation import nonfinite_validation
 
     ok = {"reconstruction_loss_validation": pd.DataFrame({"v": [3.0, 2.0]})}
     assert nonfinite_validation(ok) is None

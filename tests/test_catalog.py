@@ -15,8 +15,8 @@ import pytest
 
 from scvi_capvi import _catalog as catalog
 from scvi_capvi.benchmark import METHODS, BenchmarkConfig, available_datasets, load_dataset
+from scvi_capvi.benchmark._methods import resolve_methods
 from scvi_capvi.benchmark._quickstart import QUICK_EPOCHS
-from scvi_capvi.benchmark._registry import resolve_methods
 from scvi_capvi.data import list_datasets
 from scvi_capvi.data._datasets import _REGISTRY
 

@@ -12,8 +12,8 @@ from anndata import AnnData
 from scvi_capvi.metrics import clustering_agreement, components_used
 from scvi_capvi.model import CapVI
 
-from ._registry import BATCH_KEY, LABELS_KEY
-from ._runs import fit_scvi_as_users_run_it
+from ._datasets import BATCH_KEY, LABELS_KEY
+from ._recipes import fit_scvi_as_users_run_it
 
 
 def kmeans_clusters(latent: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
@@ -39,9 +39,14 @@ def leiden_clusters(
     for _ in range(max_steps):
         resolution = (low + high) / 2
         sc.tl.leiden(
-            adata, resolution=resolution, key_added="leiden", flavor="igraph",
-            n_iterations=2, directed=False, random_state=seed,
-        )  # fmt: skip
+            adata,
+            resolution=resolution,
+            key_added="leiden",
+            flavor="igraph",
+            n_iterations=2,
+            directed=False,
+            random_state=seed,
+        )
         clusters = adata.obs["leiden"].cat.codes.to_numpy()
         n_found = len(np.unique(clusters))
         if best is None or abs(n_found - n_clusters) < best[0]:
@@ -106,10 +111,16 @@ def gmvae_clustering(
         # empty components count as unused, so the found clusters suffice
         codes = pd.factorize(np.asarray(clusters))[0]
         n_found = int(codes.max()) + 1
-        rows.append({
-            "method": method, **clustering_agreement(labels, codes), "n_clusters": n_found,
-            "components_used": components_used(codes, n_found), "seconds": seconds, **extra,
-        })  # fmt: skip
+        rows.append(
+            {
+                "method": method,
+                **clustering_agreement(labels, codes),
+                "n_clusters": n_found,
+                "components_used": components_used(codes, n_found),
+                "seconds": seconds,
+                **extra,
+            }
+        )
 
     scvi.settings.seed = seed
     data = adata.copy()

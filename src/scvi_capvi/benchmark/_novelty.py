@@ -1,9 +1,10 @@
-"""Leave-one-type-out evaluation of unknown-type detection and calibration (paper 000 §5).
+"""Leave-one-type-out evaluation of unknown-type detection and calibration
+(:cite:p:`Clivio22`, §5).
 
 For each annotated cell type in turn, the type is hidden from training and the trained model
 scores the held-out test cells: can it tell the hidden type's cells from the known ones, does
 it still label the known ones right, and are its probabilities calibrated? scANVI's maximum
-posterior probability (paper 004) on the same split is the baseline.
+posterior probability :cite:p:`Xu21` on the same split is the baseline.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from tqdm.auto import tqdm
 from scvi_capvi.metrics import accuracy, expected_calibration_error
 from scvi_capvi.model._novelty import NOVELTY_METHODS
 
-from ._runs import cell_split, fit_capvi, fit_scvi
-
-UNLABELED = "Unknown"
+from ._datasets import UNLABELED
+from ._recipes import fit_capvi, fit_scvi
+from ._splits import Split
 
 
 def _training_cells(
@@ -127,19 +128,21 @@ def leave_one_type_out(
     if len(types) < 3:
         raise ValueError("Leave-one-type-out needs at least 3 cell types (2 stay known).")
 
-    train_idx, val_idx, test_idx = cell_split(adata.n_obs, fractions, seed)
-    fit_idx = np.sort(np.concatenate([train_idx, val_idx]))
-    train_size = len(train_idx) / len(fit_idx)
-    reference = adata[fit_idx].copy()
-    query = adata[test_idx].copy()
+    split = Split.by_cells(adata.n_obs, fractions, seed)
+    train_size = split.train_size
+    reference = adata[split.fit].copy()
+    query = adata[split.test].copy()
     query.obs[labels_key] = UNLABELED  # nothing about the test cells' types is given away
-    y_test = labels[test_idx]
+    y_test = labels[split.test]
     split_kwargs = {"train_size": train_size, "validation_size": 1 - train_size}
     capvi_train_kwargs = {"enable_progress_bar": False, **(capvi_train_kwargs or {})}
     # drop_last: a last minibatch of one cell breaks SCANVI's BatchNorm
-    scanvi_train_kwargs = {"enable_progress_bar": False, **split_kwargs,
-                           "datasplitter_kwargs": {"drop_last": True},
-                           **(scanvi_train_kwargs or {})}  # fmt: skip
+    scanvi_train_kwargs = {
+        "enable_progress_bar": False,
+        **split_kwargs,
+        "datasplitter_kwargs": {"drop_last": True},
+        **(scanvi_train_kwargs or {}),
+    }
 
     shared_scvi = None
     rows = []
@@ -149,9 +152,13 @@ def leave_one_type_out(
         start = time.perf_counter()
         ref = _training_cells(reference, labels_key, hidden, mode)
         fit = fit_capvi(
-            ref, train_size, labels_key=labels_key, batch_key=batch_key,
-            model_kwargs=capvi_kwargs, train_kwargs=capvi_train_kwargs,
-        )  # fmt: skip
+            ref,
+            train_size,
+            labels_key=labels_key,
+            batch_key=batch_key,
+            model_kwargs=capvi_kwargs,
+            train_kwargs=capvi_train_kwargs,
+        )
         model = fit.model
         is_hidden = y_test == hidden
         known = ~is_hidden
@@ -186,9 +193,12 @@ def leave_one_type_out(
                 # every hidden type
                 scvi_ref = ref.copy()
                 scvi_fit = fit_scvi(
-                    scvi_ref, train_size, batch_key=batch_key, max_epochs=scvi_max_epochs,
+                    scvi_ref,
+                    train_size,
+                    batch_key=batch_key,
+                    max_epochs=scvi_max_epochs,
                     train_kwargs={"enable_progress_bar": False},
-                )  # fmt: skip
+                )
                 if mode == "unlabelled":
                     shared_scvi = scvi_fit.model
                 scvi_model = scvi_fit.model
@@ -198,12 +208,19 @@ def leave_one_type_out(
             probs = out["probs"]
             row["auroc_scanvi_max_prob"] = _auroc(is_hidden, 1 - probs.to_numpy().max(1))
             row["scanvi_known_accuracy"] = accuracy(y_test[known], out["pred"][known])
-            row["scanvi_ece"] = expected_calibration_error(probs.to_numpy()[known], y_test[known],
-                                                           probs.columns)  # fmt: skip
+            row["scanvi_ece"] = expected_calibration_error(
+                probs.to_numpy()[known], y_test[known], probs.columns
+            )
             row["scanvi_seconds"] = time.perf_counter() - start_scanvi
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("hidden_type")
-    frame.attrs.update({"seed": seed, "fractions": fractions, "mode": mode,
-                        "false_unknown_rate": false_unknown_rate})  # fmt: skip
+    frame.attrs.update(
+        {
+            "seed": seed,
+            "fractions": fractions,
+            "mode": mode,
+            "false_unknown_rate": false_unknown_rate,
+        }
+    )
     return frame

@@ -5,20 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import scvi
 
 from scvi_capvi._catalog import QUICKSTART_EPOCHS
 from scvi_capvi.data import pbmc68k_reduced
 
-from ._runs import (
-    cell_split,
-    evaluate_models,
-    fit_capvi,
-    fit_scanvi_from_scvi,
-    fit_scvi_as_users_run_it,
-)
+from ._evaluation import evaluate_models
+from ._recipes import fit_capvi, fit_scanvi_from_scvi, fit_scvi_as_users_run_it
+from ._splits import Split
 
 # Epoch caps (in the command line's catalog, which shows them in `scvi-capvi quickstart -h`)
 QUICK_EPOCHS = QUICKSTART_EPOCHS
@@ -53,36 +48,43 @@ def quickstart(
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     adata = pbmc68k_reduced()
-    train_idx, val_idx, test_idx = cell_split(adata.n_obs, (0.6, 0.2, 0.2), seed=seed)
-    fit_idx = np.sort(np.concatenate([train_idx, val_idx]))
-    train_size = len(train_idx) / len(fit_idx)
-    test = adata[test_idx].copy()
+    split = Split.by_cells(adata.n_obs, (0.6, 0.2, 0.2), seed=seed)
+    train_size = split.train_size
+    test = adata[split.test].copy()
     print(
         f"pbmc68k_reduced: {adata.n_obs} cells x {adata.n_vars} genes, "
         f"{adata.obs['cell_type'].nunique()} cell types; train/val/test = "
-        f"{len(train_idx)}/{len(val_idx)}/{len(test_idx)} cells (seed {seed})"
+        f"{len(split.train)}/{len(split.validation)}/{len(split.test)} cells (seed {seed})"
     )
     quiet = {} if progress_bar else {"enable_progress_bar": False}
     epochs = {**QUICK_EPOCHS, **(epochs or {})}
 
     print("Training CapVI (stage 1 classifier -> stage 2 frozen -> stage 3 end to end)...")
     scvi.settings.seed = seed
-    capvi = fit_capvi(adata[fit_idx].copy(), train_size, batch_key=None, train_kwargs={
-        **epochs, **quiet})  # fmt: skip
+    capvi = fit_capvi(
+        adata[split.fit].copy(), train_size, batch_key=None, train_kwargs={**epochs, **quiet}
+    )
     print("Training SCVI (scvi-tools' defaults, CapVI's network), then SCANVI from it...")
     scvi.settings.seed = seed
     ref = fit_scvi_as_users_run_it(
-        adata[fit_idx].copy(), train_size, batch_key=None, network="capvi",
-        max_epochs=epochs["max_epochs"] + epochs["frozen_epochs"], train_kwargs=quiet,
-    )  # fmt: skip
+        adata[split.fit].copy(),
+        train_size,
+        batch_key=None,
+        network="capvi",
+        max_epochs=epochs["max_epochs"] + epochs["frozen_epochs"],
+        train_kwargs=quiet,
+    )
     scanvi = fit_scanvi_from_scvi(ref, train_size=train_size, train_kwargs=quiet)
 
     print(f"Evaluating on {test.n_obs} held-out cells ({n_mc_samples} importance samples)...")
     scvi.settings.seed = seed
     table = evaluate_models(
-        {"CapVI": capvi, "SCVI": ref, "SCANVI": scanvi}, test, batch_key=None,
-        n_mc_samples=n_mc_samples, progress_bar=progress_bar,
-    )  # fmt: skip
+        {"CapVI": capvi, "SCVI": ref, "SCANVI": scanvi},
+        test,
+        batch_key=None,
+        n_mc_samples=n_mc_samples,
+        progress_bar=progress_bar,
+    )
     table.to_csv(out / "results.csv")
 
     full = adata.copy()
@@ -95,9 +97,13 @@ def quickstart(
     sc.pp.neighbors(full, use_rep="X_capvi", random_state=seed)
     sc.tl.umap(full, random_state=seed)
     fig = sc.pl.umap(
-        full, color=["cell_type", "capvi_pred"], title=["annotation", "CapVI prediction"],
-        wspace=0.6, show=False, return_fig=True,
-    )  # fmt: skip
+        full,
+        color=["cell_type", "capvi_pred"],
+        title=["annotation", "CapVI prediction"],
+        wspace=0.6,
+        show=False,
+        return_fig=True,
+    )
     fig.savefig(out / "umap_capvi.png", dpi=110, bbox_inches="tight")
 
     shown = table[
@@ -105,6 +111,8 @@ def quickstart(
     ].rename(columns={"test_marginal_ll": f"test_marginal_ll ({n_mc_samples} IS)"})
     print()
     print(shown.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
-    print(f"\nWrote {out / 'results.csv'} and {out / 'umap_capvi.png'} "
-          f"in {time.perf_counter() - t0:.0f} s.")  # fmt: skip
+    print(
+        f"\nWrote {out / 'results.csv'} and {out / 'umap_capvi.png'} "
+        f"in {time.perf_counter() - t0:.0f} s."
+    )
     return table

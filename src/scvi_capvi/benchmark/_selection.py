@@ -1,4 +1,5 @@
-"""Model selection of paper 000 §4.2, through ``scvi.autotune`` (Ray Tune) or a local grid.
+"""Model selection of :cite:p:`Clivio22` (§4.2), through ``scvi.autotune`` (Ray Tune) or a
+local grid.
 
 1. The classifier ``q(c|x)``: a grid over layers, hidden units, learning rate and dropout,
    scored by the validation cross-entropy of stage 1 (lower is better).
@@ -28,8 +29,10 @@ from anndata import AnnData
 
 from scvi_capvi.model import CapVI
 
-from ._registry import LABELS_KEY, MODEL_BATCH_KEY, BenchmarkConfig, Split
-from ._runs import PAPER_ARCHITECTURE
+from ._config import BenchmarkConfig
+from ._datasets import LABELS_KEY
+from ._recipes import PAPER_ARCHITECTURE
+from ._splits import MODEL_BATCH_KEY, Split
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +42,9 @@ CLASSIFIER_GRID = {
     "classifier_lr": [0.004, 0.001, 0.00025],
     "classifier_dropout_rate": [0.25, 0.4, 0.55],
 }
-"""Paper 000 §4.2's classifier grid (54 configurations)."""
+"""The classifier grid of :cite:p:`Clivio22` (§4.2; 54 configurations)."""
 CAPVI_GRID = {"prior_scale": [1.0, 1 / 8, 1 / 32], "mixing_penalty": [0.0, 0.01, 0.1]}
-"""Paper 000 §4.2's (σ, λ) grid."""
+"""The (σ, λ) grid of :cite:p:`Clivio22` (§4.2)."""
 QUICK_CLASSIFIER_GRID = {"classifier_n_hidden": [128, 256]}
 QUICK_CAPVI_GRID = {"prior_scale": [1.0, 1 / 8], "mixing_penalty": [0.0, 0.01]}
 
@@ -89,9 +92,13 @@ def selection_score(model: CapVI, metric: str, n_mc_samples: int = 100) -> float
             raise ValueError("No stage-1 validation cross-entropy: is there a validation set?")
         return float(np.nanmin(frame.to_numpy()))
     if metric == CAPVI_METRIC:
-        return float(model.get_marginal_ll(
-            indices=model.validation_indices, n_mc_samples=n_mc_samples, progress_bar=False,
-        ))  # fmt: skip
+        return float(
+            model.get_marginal_ll(
+                indices=model.validation_indices,
+                n_mc_samples=n_mc_samples,
+                progress_bar=False,
+            )
+        )
     raise ValueError(f"Unknown selection metric {metric!r}.")
 
 
@@ -154,11 +161,19 @@ def tune_capvi(
             contextlib.redirect_stdout(captured),
         ):
             experiment = run_autotune(
-                TunableCapVI, adata, metrics=metric,
-                mode="min" if metric == CLASSIFIER_METRIC else "max", search_space=space,
-                num_samples=1, scheduler="fifo", searcher="random", seed=seed,
-                resources={"cpu": 1}, logging_dir=tmp, ignore_reinit_error=True,
-            )  # fmt: skip
+                TunableCapVI,
+                adata,
+                metrics=metric,
+                mode="min" if metric == CLASSIFIER_METRIC else "max",
+                search_space=space,
+                num_samples=1,
+                scheduler="fifo",
+                searcher="random",
+                seed=seed,
+                resources={"cpu": 1},
+                logging_dir=tmp,
+                ignore_reinit_error=True,
+            )
             frame = experiment.result_grid.get_dataframe()
         rename = {}
         for col in frame.columns:
@@ -179,8 +194,12 @@ def tune_capvi(
         model = TunableCapVI(adata, **{**PAPER_ARCHITECTURE, **model_kwargs})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            model.train(**train_params, plan_kwargs=plan_kwargs, tune_metric=metric,
-                        tune_mc_samples=n_mc_samples)  # fmt: skip
+            model.train(
+                **train_params,
+                plan_kwargs=plan_kwargs,
+                tune_metric=metric,
+                tune_mc_samples=n_mc_samples,
+            )
         rows.append({**params, metric: model.tune_score_})
         log(
             f"  {len(rows)}/{n_configs} {params}: {metric} = {model.tune_score_:.4f} "
@@ -196,8 +215,9 @@ def select_capvi(
     backend: str = "auto",
     log=print,
 ) -> tuple[dict, pd.DataFrame]:
-    """Paper 000 §4.2 on the split's training + validation cells: classifier grid by
-    validation cross-entropy, then the (σ, λ) grid by validation marginal log-likelihood.
+    """The model selection of :cite:p:`Clivio22` (§4.2) on the split's training + validation
+    cells: classifier grid by validation cross-entropy, then the (σ, λ) grid by validation
+    marginal log-likelihood.
 
     Returns the chosen CapVI keyword arguments (``classifier_lr`` included, which the
     benchmark passes to the training plan) and the table of every configuration's score.
@@ -209,8 +229,11 @@ def select_capvi(
     capvi_grid = config.capvi_grid or (QUICK_CAPVI_GRID if quick else CAPVI_GRID)
     fit = adata[split.fit].copy()
     TunableCapVI.setup_anndata(fit, labels_key=LABELS_KEY, batch_key=MODEL_BATCH_KEY)
-    base = {"train_size": split.train_size, "validation_size": 1 - split.train_size,
-            "enable_progress_bar": False}  # fmt: skip
+    base = {
+        "train_size": split.train_size,
+        "validation_size": 1 - split.train_size,
+        "enable_progress_bar": False,
+    }
     epochs = config.max_epochs
     mc = min(config.n_mc_samples, 100 if quick else 1000)
 
@@ -218,10 +241,14 @@ def select_capvi(
     n1 = int(np.prod([len(v) for v in classifier_grid.values()]))
     log(f"  classifier grid: {n1} configurations by {CLASSIFIER_METRIC} ({backend})")
     stage1 = tune_capvi(
-        fit, classifier_grid, CLASSIFIER_METRIC,
+        fit,
+        classifier_grid,
+        CLASSIFIER_METRIC,
         {**base, "classifier_epochs": epochs, "frozen_epochs": 0, "max_epochs": 0},
-        backend=backend, seed=config.seed, log=log,
-    )  # fmt: skip
+        backend=backend,
+        seed=config.seed,
+        log=log,
+    )
     best = stage1.loc[stage1[CLASSIFIER_METRIC].idxmin(), list(classifier_grid)].to_dict()
     best = {k: (v.item() if hasattr(v, "item") else v) for k, v in best.items()}
 
@@ -231,9 +258,16 @@ def select_capvi(
     if epochs is not None:
         train.update(dict.fromkeys(("classifier_epochs", "frozen_epochs", "max_epochs"), epochs))
     stage23 = tune_capvi(
-        fit, capvi_grid, CAPVI_METRIC, train, fixed=best, backend=backend, seed=config.seed,
-        n_mc_samples=mc, log=log,
-    )  # fmt: skip
+        fit,
+        capvi_grid,
+        CAPVI_METRIC,
+        train,
+        fixed=best,
+        backend=backend,
+        seed=config.seed,
+        n_mc_samples=mc,
+        log=log,
+    )
     chosen = stage23.loc[stage23[CAPVI_METRIC].idxmax(), list(capvi_grid)].to_dict()
     chosen = {k: (v.item() if hasattr(v, "item") else v) for k, v in chosen.items()}
     table = pd.concat(

@@ -1,196 +1,41 @@
-"""Registries of the benchmark: datasets, splits and methods (SPEC §5).
+"""The benchmark's methods: one registry, :data:`METHODS`, of fit functions.
 
-Every method is fitted on the training + validation cells of a split and returns one
-:class:`MethodOutput`: a latent space of *all* cells of the dataset (row-aligned), and, where
-the method has them, the test cells' marginal log-likelihood, reconstruction error, predicted
-cell types and training history.
-
-Held-out batches (datasets with >= 4 batches) are batches the models never saw. Models with a
-batch covariate (CapVI, VampVI, SCVI, SCANVI, LinearSCVI) encode and decode such cells with the
-first training batch as their covariate (``MODEL_BATCH_KEY``); the test likelihood is then that
-of a model that has to explain an unseen batch with a seen one.
+Every method is fitted on the training + validation cells of a :class:`~._splits.Split` and
+returns one :class:`MethodOutput`: a latent space of *all* cells of the dataset
+(row-aligned), and, where the method has them, the test cells' marginal log-likelihood,
+reconstruction error, predicted cell types and training history. Models with a batch
+covariate see the batch as ``MODEL_BATCH_KEY`` (held-out batches mapped to a seen one).
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scvi
 from anndata import AnnData
 
-from scvi_capvi._catalog import METHOD_INFO, QUICK_SETTINGS, pbmc11k_available
-from scvi_capvi.data import list_datasets, pbmc11k, pbmc68k_reduced, read_dataset
-from scvi_capvi.metrics import PROBE_KS
+from scvi_capvi._catalog import METHOD_INFO
 
-from ._runs import (
+from ._config import BenchmarkConfig
+from ._datasets import BATCH_KEY, LABELS_KEY, UNLABELED
+from ._evaluation import reconstruction_error, scvi_marginal_ll
+from ._recipes import (
     PAPER_ARCHITECTURE,
+    SCVI_PAPER_TRAIN,
     _epochs_from_history,
-    _scvi_marginal_ll,
     fit_capvi,
     fit_scanvi_from_scvi,
     fit_scvi,
     fit_scvi_as_users_run_it,
 )
-
-MODEL_BATCH_KEY = "_benchmark_batch"
-"""``obs`` column the models see as batch: the real batch, unseen batches mapped to a seen one."""
-LABELS_KEY = "cell_type"
-BATCH_KEY = "batch"
-UNLABELED = "Unknown"
+from ._splits import MODEL_BATCH_KEY, Split
 
 
-# ---------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    """How much to train and evaluate.
-
-    ``max_epochs=None`` uses each method's default cap with early stopping (the full run);
-    an integer caps every stage of every model (early stopping stays on).
-    """
-
-    seed: int = 0
-    max_epochs: int | None = None
-    n_mc_samples: int = 1000
-    probe_epochs: int = 100
-    probe_ks: tuple[int, ...] = PROBE_KS
-    scib_fast: bool = False
-    n_pseudo_inputs: int = 500
-    max_cells: int | None = None
-    progress_bar: bool = True
-    capvi_kwargs: dict = field(default_factory=dict)
-    select: bool = False
-    tune_backend: str = "auto"
-    capvi_grid: dict | None = None
-    classifier_grid: dict | None = None
-
-    @classmethod
-    def quick(cls, **overrides) -> BenchmarkConfig:
-        """The ``--quick`` settings: tens of epochs, 100 importance samples, fast scIB metrics,
-        at most 2,000 cells per dataset, a 2 x 2 CapVI grid."""
-        return replace(cls(**QUICK_SETTINGS), **overrides)
-
-
-# ---------------------------------------------------------------------------- datasets
-def available_datasets(data_dir: str | os.PathLike | None = None) -> list[str]:
-    """Every dataset the benchmark can run here: ``pbmc68k_reduced`` (always), each ``.h5ad``
-    of the data folder, and ``pbmc11k`` when its 10x matrices are there."""
-    names = ["pbmc68k_reduced"]
-    try:
-        table = list_datasets(data_dir)
-        names += [n for n in table.index if bool(table.loc[n].get("available", True))]
-    except Exception as err:
-        warnings.warn(f"No local datasets listed ({err}).", UserWarning, stacklevel=2)
-    if pbmc11k_available(data_dir):
-        names.append("pbmc11k")
-    return list(dict.fromkeys(names))
-
-
-def load_dataset(
-    name: str, data_dir: str | os.PathLike | None = None, max_cells: int | None = None, seed=0
-) -> AnnData:
-    """A benchmark dataset with raw counts in ``X``, ``obs['cell_type']`` and ``obs['batch']``;
-    at most ``max_cells`` cells (seeded uniform subsample)."""
-    if name == "pbmc68k_reduced":
-        adata = pbmc68k_reduced()
-    elif name == "pbmc11k":
-        adata = pbmc11k(data_dir=data_dir or data_dir_default(), download=False)
-    else:
-        adata = read_dataset(name, data_dir)
-    if max_cells is not None and adata.n_obs > max_cells:
-        keep = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
-        adata = adata[keep].copy()
-    for key in (LABELS_KEY, BATCH_KEY):
-        adata.obs[key] = adata.obs[key].astype(str).astype("category")
-    # genes with no count in the (sub)sample carry no information and break nothing but PCA
-    counts = np.asarray(adata.X.sum(axis=0)).ravel()
-    if (counts == 0).any():
-        adata = adata[:, counts > 0].copy()
-    adata.uns["benchmark_name"] = name
-    return adata
-
-
-# ---------------------------------------------------------------------------- splits
-@dataclass
-class Split:
-    """Seeded train / validation / test cells, by held-out batches or by cells."""
-
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-    by: str
-    batches: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def fit(self) -> np.ndarray:
-        return np.sort(np.concatenate([self.train, self.validation]))
-
-    @property
-    def train_size(self) -> float:
-        """Fraction of the fitted cells used for training (the rest: validation)."""
-        return len(self.train) / len(self.fit)
-
-    def describe(self) -> str:
-        sizes = f"{len(self.train)}/{len(self.validation)}/{len(self.test)} cells"
-        if self.by == "batches":
-            parts = "; ".join(f"{k}: {', '.join(v)}" for k, v in self.batches.items())
-            return f"held-out batches ({parts}); {sizes}"
-        return f"random cells 50/25/25; {sizes}"
-
-
-def make_split(
-    adata: AnnData,
-    seed: int = 0,
-    fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
-    min_batches: int = 4,
-) -> Split:
-    """Paper 000 §4: 50/25/25 of the *batches* when there are ``>= min_batches`` of them, else
-    50/25/25 of the cells. Seeded; index arrays are sorted."""
-    batch = adata.obs[BATCH_KEY].astype(str).to_numpy()
-    names = np.unique(batch)
-    rng = np.random.default_rng(seed)
-    if len(names) >= min_batches:
-        order = rng.permutation(names)
-        n_train = max(1, int(round(fractions[0] * len(names))))
-        n_val = max(1, int(round(fractions[1] * len(names))))
-        n_train = min(n_train, len(names) - 2)
-        groups = {
-            "train": sorted(order[:n_train]),
-            "validation": sorted(order[n_train : n_train + n_val]),
-            "test": sorted(order[n_train + n_val :]),
-        }
-        idx = {k: np.flatnonzero(np.isin(batch, v)) for k, v in groups.items()}
-        return Split(
-            idx["train"],
-            idx["validation"],
-            idx["test"],
-            "batches",
-            {k: list(map(str, v)) for k, v in groups.items()},
-        )
-    perm = rng.permutation(adata.n_obs)
-    n_train = int(round(fractions[0] * adata.n_obs))
-    n_val = int(round(fractions[1] * adata.n_obs))
-    parts = np.split(perm, [n_train, n_train + n_val])
-    return Split(*(np.sort(p) for p in parts), by="cells")
-
-
-def add_model_batch(adata: AnnData, split: Split) -> None:
-    """``obs[MODEL_BATCH_KEY]``: the batch, with batches absent from training mapped to the
-    first training batch (see the module docstring)."""
-    batch = adata.obs[BATCH_KEY].astype(str).to_numpy().copy()
-    seen = np.unique(batch[split.fit])
-    unseen = ~np.isin(batch, seen)
-    batch[unseen] = seen[0]
-    adata.obs[MODEL_BATCH_KEY] = pd.Categorical(batch, categories=seen)
-
-
-# ---------------------------------------------------------------------------- methods
 @dataclass
 class MethodOutput:
     """What a method gives the benchmark (arrays row-aligned with the dataset's cells)."""
@@ -218,6 +63,10 @@ class Method:
     default: bool = True
 
 
+class MethodSkipped(RuntimeError):
+    """A method that cannot run on this dataset or in this environment (reported, not fatal)."""
+
+
 def _vae_epochs(config: BenchmarkConfig) -> int | None:
     """Epoch cap of the single-stage models: CapVI's stages 2 + 3 together (as the quick
     start gives scVI), so every VAE gets as many epochs of its generative model."""
@@ -238,21 +87,8 @@ def _eval_copy(adata: AnnData, unlabel: bool = False) -> AnnData:
     return out
 
 
-def _reconstruction(model, adata: AnnData, idx: np.ndarray) -> float:
-    """Test reconstruction loss per cell (NB/ZINB NLL with z from q(z|x); paper 001/003)."""
-    if len(idx) == 0:
-        return float("nan")
-    try:
-        err = model.get_reconstruction_error(adata[idx].copy())
-    except Exception:
-        return float("nan")
-    value = err["reconstruction_loss"] if isinstance(err, dict) else err
-    return float(-value) if value < 0 else float(value)
-
-
 def _capvi_fit(variant: str) -> Callable:
     def fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
-
         model_kwargs = dict(config.capvi_kwargs) if variant == "capvi" else {}
         train_kwargs: dict = {**_trainer_kwargs(config)}
         if "classifier_lr" in model_kwargs:  # chosen by model selection; a plan parameter
@@ -298,7 +134,7 @@ def _capvi_fit(variant: str) -> Callable:
             out.test_marginal_ll = float(
                 model.get_marginal_ll(test, n_mc_samples=config.n_mc_samples, progress_bar=False)
             )
-            out.test_reconstruction = _reconstruction(model, test, np.arange(test.n_obs))
+            out.test_reconstruction = reconstruction_error(model, test)
             if variant == "capvi":
                 out.test_predictions = np.asarray(model.predict(test))
         return out
@@ -306,51 +142,52 @@ def _capvi_fit(variant: str) -> Callable:
     return fit
 
 
+def _fit_scvi_kind(kind: str, fit_data: AnnData, split: Split, config: BenchmarkConfig):
+    """The model of an scvi-tools method and its training history (SCANVI's includes its SCVI
+    pre-training, under ``scvi_`` keys)."""
+    epochs = _vae_epochs(config)
+    trainer = _trainer_kwargs(config)
+    if kind == "linear":
+        # LDVAE at its defaults with D = 20, trained with the paper recipe's early stopping
+        scvi.model.LinearSCVI.setup_anndata(fit_data, batch_key=MODEL_BATCH_KEY)
+        model = scvi.model.LinearSCVI(fit_data, n_latent=PAPER_ARCHITECTURE["n_latent"])
+        model.train(
+            max_epochs=epochs,
+            train_size=split.train_size,
+            validation_size=1 - split.train_size,
+            **trainer,
+            **SCVI_PAPER_TRAIN,
+            plan_kwargs={"n_epochs_kl_warmup": None},
+        )
+        return model, {}
+    scvi_kwargs = {"batch_key": MODEL_BATCH_KEY, "max_epochs": epochs, "train_kwargs": trainer}
+    if kind == "scvi-paper":
+        return fit_scvi(fit_data, split.train_size, **scvi_kwargs).model, {}
+    # as scvi-tools' users run it: its defaults (KL warm-up, no early stopping), with CapVI's
+    # network
+    fitted = fit_scvi_as_users_run_it(fit_data, split.train_size, network="capvi", **scvi_kwargs)
+    if kind != "scanvi":
+        return fitted.model, {}
+    history = {f"scvi_{k}": v for k, v in fitted.model.history.items()}
+    n = 20 if epochs is None else max(1, min(config.max_epochs, 20))
+    fitted = fit_scanvi_from_scvi(
+        fitted,
+        labels_key=LABELS_KEY,
+        unlabeled_category=UNLABELED,
+        train_size=split.train_size,
+        train_kwargs={"max_epochs": n, **trainer},
+    )
+    return fitted.model, history
+
+
 def _scvi_family_fit(kind: str) -> Callable:
     def fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> MethodOutput:
         fit_data = adata[split.fit].copy()
-        epochs = _vae_epochs(config)
         scvi.settings.seed = config.seed
-        es = {
-            "early_stopping": True,
-            "early_stopping_monitor": "reconstruction_loss_validation",
-            "plan_kwargs": {"n_epochs_kl_warmup": None},
-        }
-        common = {
-            "train_size": split.train_size,
-            "validation_size": 1 - split.train_size,
-            **_trainer_kwargs(config),
-        }
-        history: dict = {}
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            if kind == "linear":
-                scvi.model.LinearSCVI.setup_anndata(fit_data, batch_key=MODEL_BATCH_KEY)
-                model = scvi.model.LinearSCVI(fit_data, n_latent=PAPER_ARCHITECTURE["n_latent"])
-                model.train(max_epochs=epochs, **common, **es)
-            else:
-                scvi_kwargs = {"batch_key": MODEL_BATCH_KEY, "max_epochs": epochs}
-                trainer = _trainer_kwargs(config)
-                if kind == "scvi-paper":
-                    fitted = fit_scvi(fit_data, split.train_size, **scvi_kwargs,
-                                      train_kwargs=trainer)  # fmt: skip
-                else:
-                    # as scvi-tools' users run it: its defaults (KL warm-up, no early
-                    # stopping), with CapVI's network
-                    fitted = fit_scvi_as_users_run_it(
-                        fit_data, split.train_size, **scvi_kwargs, network="capvi",
-                        train_kwargs=trainer,
-                    )  # fmt: skip
-                if kind == "scanvi":
-                    # SCANVI's curves and epochs include its SCVI pre-training
-                    history = {f"scvi_{k}": v for k, v in fitted.model.history.items()}
-                    n = 20 if epochs is None else max(1, min(config.max_epochs, 20))
-                    fitted = fit_scanvi_from_scvi(
-                        fitted, labels_key=LABELS_KEY, unlabeled_category=UNLABELED,
-                        train_size=split.train_size, train_kwargs={"max_epochs": n, **trainer},
-                    )  # fmt: skip
-                model = fitted.model
+            model, history = _fit_scvi_kind(kind, fit_data, split, config)
         seconds = time.perf_counter() - start
         history = {**history, **model.history}
         full = _eval_copy(adata, unlabel=kind == "scanvi")
@@ -364,10 +201,10 @@ def _scvi_family_fit(kind: str) -> Callable:
         if len(split.test):
             test = full[split.test].copy()
             try:
-                out.test_marginal_ll = _scvi_marginal_ll(model, test, config.n_mc_samples)
+                out.test_marginal_ll = scvi_marginal_ll(model, test, config.n_mc_samples)
             except Exception as err:
                 out.info["marginal_ll_error"] = f"{type(err).__name__}: {err}"[:200]
-            out.test_reconstruction = _reconstruction(model, test, np.arange(test.n_obs))
+            out.test_reconstruction = reconstruction_error(model, test)
             if kind == "scanvi":
                 out.test_predictions = np.asarray(model.predict(test))
         return out
@@ -419,7 +256,7 @@ def _vampvi_fit(spec: dict | None) -> Callable:
                         test, n_mc_samples=config.n_mc_samples, progress_bar=False
                     )
                 )
-            out.test_reconstruction = _reconstruction(model, test, np.arange(test.n_obs))
+            out.test_reconstruction = reconstruction_error(model, test)
         return out
 
     return fit
@@ -474,10 +311,6 @@ def _scanorama_fit(adata: AnnData, split: Split, config: BenchmarkConfig) -> Met
     )
 
 
-class MethodSkipped(RuntimeError):
-    """A method that cannot run on this dataset or in this environment (reported, not fatal)."""
-
-
 def _method(name: str, fit: Callable, needs_batches: bool = False) -> Method:
     """A method with the description and default of the command line's catalog."""
     info = METHOD_INFO[name]
@@ -494,21 +327,19 @@ METHODS: dict[str, Method] = {
         # GMVAE, K = number of cell types (warm-up, k-means start, then end to end): it runs
         # when named only; benchmarks/gmvae_clustering.py scores its clusters
         _method("CapVI-GMVAE", _capvi_fit("gmvae")),
-        _method("VampVI-VAE", _vampvi_fit({"prior": "normal"})),  # paper 001 VAE
-        _method("VampVI-VAMP", _vampvi_fit({"prior": "vamp"})),  # paper 001
+        _method("VampVI-VAE", _vampvi_fit({"prior": "normal"})),  # Dony et al. (2020)'s VAE
+        _method("VampVI-VAMP", _vampvi_fit({"prior": "vamp"})),  # Dony et al. (2020)
         _method("VampVI-VAMP+IAF", _vampvi_fit({"prior": "vamp", "posterior": "iaf"})),
         _method("VampVI-linear", _vampvi_fit({"prior": "vamp", "decoder": "linear"})),
-        _method("NBAutoencoder", _vampvi_fit(None)),  # paper 001 AE
+        _method("NBAutoencoder", _vampvi_fit(None)),  # Dony et al. (2020)'s AE
         _method("SCVI", _scvi_family_fit("scvi")),  # its defaults, CapVI's network
-        _method("SCVI-paper", _scvi_family_fit("scvi-paper")),  # paper 000's recipe
+        _method("SCVI-paper", _scvi_family_fit("scvi-paper")),  # Clivio et al. (2022)'s recipe
         _method("SCANVI", _scvi_family_fit("scanvi")),  # from the SCVI fit, as its tutorials
-        _method("LinearSCVI", _scvi_family_fit("linear")),  # LDVAE, paper 003
+        _method("LinearSCVI", _scvi_family_fit("linear")),  # LDVAE, Svensson et al. (2020)
         _method("Scanorama", _scanorama_fit, needs_batches=True),
         _method("PCA", _pca_fit),
     )
 }
-
-QUICK_METHODS = ("CapVI", "SCVI", "VampVI-VAMP", "Scanorama", "PCA")
 
 
 def resolve_methods(names: list[str] | None) -> list[Method]:
@@ -519,10 +350,3 @@ def resolve_methods(names: list[str] | None) -> list[Method]:
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; registered: {', '.join(METHODS)}.")
     return [METHODS[n] for n in names]
-
-
-def data_dir_default() -> Path | None:
-    from scvi_capvi.data._datasets import _candidate_data_dirs
-
-    dirs = _candidate_data_dirs(None)
-    return dirs[0] if dirs else None

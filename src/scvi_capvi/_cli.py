@@ -131,9 +131,13 @@ def _benchmark(args: argparse.Namespace) -> int:
         overrides["probe_ks"] = tuple(args.probe_ks)
     config = replace(config, **overrides)
     run_benchmark(
-        datasets, args.methods, config, out_dir=args.out, data_dir=args.data_dir,
+        datasets,
+        args.methods,
+        config,
+        out_dir=args.out,
+        data_dir=args.data_dir,
         command="scvi-capvi " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
-    )  # fmt: skip
+    )
     print(f"Wrote {args.out}/results.csv and {args.out}/report.md")
     return 0
 

@@ -159,8 +159,13 @@ def probe_table(
     One row per input: ``input`` (``"raw"``, ``"PCA"`` or the latent's name), ``dim`` and
     ``accuracy``.
     """
-    rows = [{"input": "raw", "dim": np.asarray(counts.shape)[1],
-             "accuracy": probe_accuracy(counts, labels, seed=seed, **probe_kwargs)}]  # fmt: skip
+    rows = [
+        {
+            "input": "raw",
+            "dim": np.asarray(counts.shape)[1],
+            "accuracy": probe_accuracy(counts, labels, seed=seed, **probe_kwargs),
+        }
+    ]
     for k in ks:
         feats = pca_features(counts, k, seed=seed)
         acc = probe_accuracy(feats, labels, seed=seed, **probe_kwargs)

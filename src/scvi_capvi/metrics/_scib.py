@@ -76,10 +76,15 @@ def scib_scores(
     bio = BioConservation(isolated_labels=not fast)
     correction = BatchCorrection(bras=not fast, kbet_per_label=not fast, pcr_comparison=not fast)
     bench = Benchmarker(
-        adata, batch_key="batch", label_key="labels", embedding_obsm_keys=names,
-        bio_conservation_metrics=bio, batch_correction_metrics=correction,
-        pre_integrated_embedding_obsm_key="X_pre", progress_bar=progress_bar,
-    )  # fmt: skip
+        adata,
+        batch_key="batch",
+        label_key="labels",
+        embedding_obsm_keys=names,
+        bio_conservation_metrics=bio,
+        batch_correction_metrics=correction,
+        pre_integrated_embedding_obsm_key="X_pre",
+        progress_bar=progress_bar,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bench.prepare(neighbor_computer=nearest_neighbors)

@@ -155,9 +155,14 @@ class SafeSaveLoadMixin:
             warnings.filterwarnings("ignore", message=_VAR_NAMES_WARNING)
             try:
                 return super().load(
-                    os.fspath(dir_path), adata=adata, accelerator=accelerator, device=device,
-                    prefix=prefix, backup_url=backup_url, **kwargs,
-                )  # fmt: skip
+                    os.fspath(dir_path),
+                    adata=adata,
+                    accelerator=accelerator,
+                    device=device,
+                    prefix=prefix,
+                    backup_url=backup_url,
+                    **kwargs,
+                )
             except RuntimeError as err:
                 if "state_dict" not in str(err):
                     raise

@@ -21,8 +21,16 @@ if TYPE_CHECKING:
 
 # Labels that usually mean "not annotated"; one of them used as a cell type is likely a mistake.
 _UNLABELLED_SPELLINGS = {
-    "unknown", "unlabeled", "unlabelled", "unassigned", "unannotated", "na", "nan", "none", "",
-}  # fmt: skip
+    "unknown",
+    "unlabeled",
+    "unlabelled",
+    "unassigned",
+    "unannotated",
+    "na",
+    "nan",
+    "none",
+    "",
+}
 
 
 def _warn(message: str):
@@ -261,8 +269,9 @@ def check_var_names(var_names: Sequence, reference: Sequence, fix: str):
             f"adata.var_names ({_preview(missing)})"
         )
     if len(extra):
-        parts.append(f"adata has {len(extra)} genes the model was not trained on "
-                     f"({_preview(extra)})")  # fmt: skip
+        parts.append(
+            f"adata has {len(extra)} genes the model was not trained on ({_preview(extra)})"
+        )
     raise ValueError(f"{'; '.join(parts)}. {fix}")
 
 

@@ -21,19 +21,25 @@ def recorded():
     return np.load(FIXTURE)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_stored_weights_give_the_stored_outputs(recorded, name):
+def _loaded(recorded, name):
+    """The model ``name`` built untrained, with the recorded weights loaded."""
     model = build(name, toy())
     prefix = f"{name}/state/"
     state = {
-        RENAMED.get(key[len(prefix):], key[len(prefix):]): torch.as_tensor(recorded[key])
+        RENAMED.get(key[len(prefix) :], key[len(prefix) :]): torch.as_tensor(recorded[key])
         for key in recorded.files
         if key.startswith(prefix)
-    }  # fmt: skip
+    }
     # every stored tensor has a home and every parameter of the model is stored
     model.module.load_state_dict(state, strict=True)
     model.module.eval()
     model.is_trained_ = True
+    return model
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_stored_weights_give_the_stored_outputs(recorded, name):
+    model = _loaded(recorded, name)
     got = outputs(name, model)
     out = f"{name}/out/"
     expected = {k[len(out) :]: recorded[k] for k in recorded.files if k.startswith(out)}
@@ -60,3 +66,18 @@ def test_a_capvi_state_with_the_old_prior_names_loads(recorded):
     assert {"prior_means", "prior_logits", "prior_log_scale"} <= set(old)
     model.module.load_state_dict(old, strict=True)
     torch.testing.assert_close(model.module.prior.means, old["prior_means"])
+
+
+@pytest.mark.parametrize("name", ["capvi", "vampvi_iaf"])
+def test_scvi_tools_get_marginal_ll_reaches_the_modules_estimator(recorded, name):
+    """The modules implement ``marginal_ll``, so scvi-tools' own
+    ``VAEMixin.get_marginal_ll`` gives, draw for draw, the model's per-cell estimate."""
+    from scvi.model.base import VAEMixin
+
+    model = _loaded(recorded, name)
+    torch.manual_seed(0)
+    ours = model.get_marginal_ll(n_mc_samples=50, return_mean=False, progress_bar=False)
+    torch.manual_seed(0)
+    theirs = VAEMixin.get_marginal_ll(model, n_mc_samples=50, return_mean=False)
+    assert theirs.shape == ours.shape == (model.adata.n_obs,)
+    np.testing.assert_allclose(theirs.cpu().numpy(), ours, rtol=1e-5, atol=1e-4)

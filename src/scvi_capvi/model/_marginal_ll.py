@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,24 +13,18 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
-# Upper bound on the number of (sample x cell x gene) values one importance-sampling pass
-# may hold: about 400 MB of float32 for each tensor of that size the decoder makes.
-_IS_ELEMENT_BUDGET = 1e8
-
-
-def default_samples_per_pass(n_mc_samples: int, batch_size: int, n_genes: int) -> int:
-    """Number of importance samples decoded together so one pass stays within memory."""
-    per_sample = max(1, batch_size * n_genes)
-    return int(max(1, min(n_mc_samples, _IS_ELEMENT_BUDGET // per_sample)))
+from ..module._utils import chunked_log_px, default_samples_per_pass
 
 
 class ImportanceSampledLLMixin:
     """Marginal log-likelihood ``log p(x)`` by importance sampling, vectorised over samples.
 
-    The module must implement ``log_importance_weights(tensors, n_samples)`` returning a
-    ``(n_samples, n_cells)`` tensor of ``log p(x, latents) - log q(latents | x)`` for draws
-    from the variational posterior. Samples are decoded ``n_mc_samples_per_pass`` at a time
-    and combined with a running log-sum-exp, so the estimate does not depend on the chunking.
+    The module must implement ``log_importance_weights(tensors, n_samples)``. Each minibatch
+    goes through the same estimator as the package's modules' ``marginal_ll`` (the one
+    :meth:`scvi.model.base.VAEMixin.get_marginal_ll` calls): samples decoded
+    ``n_mc_samples_per_pass`` at a time, combined with a running log-sum-exp. This method
+    adds the memory budget chosen from the minibatch size and genes, a progress bar and a
+    numpy result.
     """
 
     @torch.inference_mode()
@@ -85,14 +78,6 @@ class ImportanceSampledLLMixin:
             description=f"marginal LL ({n_mc_samples} samples per cell)",
             disable=not progress_bar,
         ):
-            acc = None
-            done = 0
-            while done < n_mc_samples:
-                k = min(per_pass, n_mc_samples - done)
-                log_w = self.module.log_importance_weights(tensors, n_samples=k)
-                chunk = torch.logsumexp(log_w, dim=0)
-                acc = chunk if acc is None else torch.logaddexp(acc, chunk)
-                done += k
-            out.append((acc - math.log(n_mc_samples)).cpu())
+            out.append(chunked_log_px(self.module, tensors, n_mc_samples, per_pass).cpu())
         ll = torch.cat(out).numpy()
         return float(ll.mean()) if return_mean else ll

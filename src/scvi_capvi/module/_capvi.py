@@ -17,7 +17,7 @@ from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
 from ._priors import GaussianMixturePrior, rename_old_prior_keys
-from ._utils import normalize_log1p
+from ._utils import ChunkedMarginalLLMixin, normalize_log1p
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -67,7 +67,7 @@ def batch_mixing_penalty(
     return weight / (n_types * max(n_batch, 1)) * diff.pow(2).sum()
 
 
-class CapVIModule(BaseModuleClass):
+class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
     """CapVI generative model and inference networks (:cite:t:`Clivio22`, §2–3).
 
     Generative model for cell n: ``c ~ Cat(phi)``, ``z | c ~ N(mu_c, sigma_c^2 I)``,

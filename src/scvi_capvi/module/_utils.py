@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+from scvi import REGISTRY_KEYS
 
 # Paper 001 §2: "an additional layer at the input of each model which normalised all counts
 # to 10000, followed by a ln(1 + x) operation"; CapVI's classifier reads the same input.
@@ -13,3 +16,57 @@ def normalize_log1p(x: torch.Tensor, target_sum: float = TARGET_SUM) -> torch.Te
     """Scale each cell to ``target_sum`` counts, then ``log1p`` (all-zero cells stay zero)."""
     size = x.sum(dim=-1, keepdim=True).clamp_min(1e-8)
     return torch.log1p(x / size * target_sum)
+
+
+# Upper bound on the number of (sample x cell x gene) values one importance-sampling pass
+# may hold: about 400 MB of float32 for each tensor of that size the decoder makes.
+_IS_ELEMENT_BUDGET = 1e8
+
+
+def default_samples_per_pass(n_mc_samples: int, batch_size: int, n_genes: int) -> int:
+    """Number of importance samples decoded together so one pass stays within memory."""
+    per_sample = max(1, batch_size * n_genes)
+    return int(max(1, min(n_mc_samples, _IS_ELEMENT_BUDGET // per_sample)))
+
+
+@torch.inference_mode()
+def chunked_log_px(module, tensors: dict[str, torch.Tensor], n_mc_samples: int, per_pass: int):
+    """Importance-sampled ``log p(x)`` of each cell of a minibatch, from the module's
+    ``log_importance_weights(tensors, n_samples)`` (``(n_samples, n_cells)`` of
+    ``log p(x, latents) - log q(latents | x)``), drawn ``per_pass`` samples at a time and
+    combined with a running log-sum-exp: the estimate does not depend on the chunking."""
+    acc, done = None, 0
+    while done < n_mc_samples:
+        k = min(per_pass, n_mc_samples - done)
+        chunk = torch.logsumexp(module.log_importance_weights(tensors, n_samples=k), dim=0)
+        acc = chunk if acc is None else torch.logaddexp(acc, chunk)
+        done += k
+    return acc - math.log(n_mc_samples)
+
+
+class ChunkedMarginalLLMixin:
+    """``marginal_ll`` (the module API that :meth:`scvi.model.base.VAEMixin.get_marginal_ll`
+    calls) for a module with ``log_importance_weights``: :func:`chunked_log_px` with a
+    number of samples per pass that keeps memory bounded however many samples are asked for.
+    """
+
+    @torch.inference_mode()
+    def marginal_ll(
+        self,
+        tensors: dict[str, torch.Tensor],
+        n_mc_samples: int = 1000,
+        return_mean: bool = False,
+        n_mc_samples_per_pass: int | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """``log p(x)`` of each cell of the minibatch (their mean with ``return_mean``)."""
+        if int(n_mc_samples) < 1:
+            raise ValueError(f"`n_mc_samples` must be >= 1, got {n_mc_samples}.")
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        per_pass = n_mc_samples_per_pass or default_samples_per_pass(
+            n_mc_samples, x.shape[0], x.shape[-1]
+        )
+        if per_pass < 1:
+            raise ValueError(f"`n_mc_samples_per_pass` must be >= 1, got {per_pass}.")
+        ll = chunked_log_px(self, tensors, int(n_mc_samples), int(per_pass))
+        return ll.mean() if return_mean else ll

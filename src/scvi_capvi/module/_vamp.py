@@ -19,7 +19,7 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 from torch.nn.functional import one_hot, softplus
 
-from ._utils import normalize_log1p
+from ._utils import ChunkedMarginalLLMixin, normalize_log1p
 
 if TYPE_CHECKING:
     from typing import Literal
@@ -153,7 +153,7 @@ class _NBGenerativeMixin:
         return NegativeBinomial(mu=px_rate, theta=px_r, scale=px_scale)
 
 
-class VampPriorModule(_NBGenerativeMixin, BaseModuleClass):
+class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClass):
     """VAE for counts with a VampPrior and/or an IAF posterior (:cite:t:`Dony20`).
 
     Generative model: ``z ~ p(z)``, ``x_g | z, l, s ~ NB(l ρ_g(z, s), θ_g)`` (ZINB optional),

@@ -11,8 +11,8 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.nn import FCLayers
 from torch import nn
 
+from ._nb import _NBGenerativeMixin, build_nb_decoder
 from ._utils import normalize_log1p
-from ._vamp import _NBGenerativeMixin, build_nb_decoder
 
 if TYPE_CHECKING:
     from typing import Literal

@@ -318,7 +318,8 @@ class StagedTrainingMixin(RobustTrainingMixin):
         self.module.train()
         # each stage gets a fresh history (TrainRunner appends only to keys it already knows)
         self.history_, self.is_trained_ = None, False
-        return super().train(
+        # the counts were checked once by `train`, before the first stage
+        return self._train_with_callbacks(
             max_epochs=int(max_epochs),
             batch_size=batch_size,
             early_stopping=early_stopping and has_val,

@@ -51,6 +51,24 @@ class RobustTrainingMixin(UnsupervisedTrainingMixin):
         **kwargs,
     ):
         self._check_training_data()
+        return self._train_with_callbacks(
+            max_epochs=max_epochs,
+            train_size=train_size,
+            validation_size=validation_size,
+            datasplitter_kwargs=datasplitter_kwargs,
+            **kwargs,
+        )
+
+    def _train_with_callbacks(
+        self,
+        max_epochs: int | None = None,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        datasplitter_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """``train`` without the check of the counts (CapVI checks them once for all its
+        stages)."""
         keeper = KeepUsableOnFailure(self)
         callbacks = [FiniteLossGuard(), keeper]
         if _has_validation(train_size, validation_size, datasplitter_kwargs):
@@ -67,7 +85,8 @@ class RobustTrainingMixin(UnsupervisedTrainingMixin):
         except ValueError:  # not the main thread
             sigint = None
         try:
-            return super().train(
+            return UnsupervisedTrainingMixin.train(
+                self,
                 max_epochs=max_epochs,
                 train_size=train_size,
                 validation_size=validation_size,

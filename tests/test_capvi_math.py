@@ -9,8 +9,7 @@ from scvi import REGISTRY_KEYS
 from torch.distributions import Normal, kl_divergence
 
 from scvi_capvi.module import CapVIModule
-from scvi_capvi.module._capvi import batch_mixing_penalty
-from scvi_capvi.module._priors import gaussian_kl_to_centroids
+from scvi_capvi.module._priors import batch_mixing_penalty, gaussian_kl_to_centroids
 
 N_CELLS, N_GENES, N_TYPES, N_BATCH, N_LATENT = 12, 15, 4, 3, 5
 

@@ -263,7 +263,7 @@ def test_recipes_set_library_dispersion_annotations_and_monitor(adata):
     CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch", layer="counts")
     default = CapVI(adata, **SMALL).module
     assert default.use_observed_lib_size and default.dispersion == "gene"
-    assert default.semi_supervised and default.px_r.shape == (adata.n_vars, 1)
+    assert default.semi_supervised and default.px_r.shape == (adata.n_vars,)
     assert not hasattr(default, "library_log_means")
     paper = CapVI(adata, recipe="paper", **SMALL).module
     assert not paper.use_observed_lib_size and paper.dispersion == "gene-batch"

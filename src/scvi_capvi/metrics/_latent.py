@@ -65,7 +65,7 @@ def active_units(
 def n_pcs_for_variance(latent: np.ndarray, fraction: float = 0.95) -> int:
     """Fewest principal components explaining ``fraction`` of the latent variance.
 
-    Paper 001 (Table 1, second value; §3.4) uses it as a compactness measure with 95 %.
+    :cite:t:`Dony20` (Table 1, second value; §3.4) use it as a compactness measure with 95 %.
 
     Parameters
     ----------

@@ -1,4 +1,5 @@
-"""Paper 002's probe: a small feed-forward classifier on raw counts vs PCA vs a latent space."""
+"""The probe of :cite:t:`Bolos20`: a small feed-forward classifier on raw counts vs PCA vs a
+latent space."""
 
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def probe_accuracy(
 
 
 def pca_features(counts, k: int, seed: int = 0) -> np.ndarray:
-    """Paper 002 §2.3: standardise each gene (``StandardScaler``), then the first ``k`` PCs."""
+    """Standardise each gene (``StandardScaler``), then the first ``k`` PCs (:cite:t:`Bolos20`,
+    §2.3)."""
     X = _dense(counts)
     k = int(min(k, X.shape[0] - 1, X.shape[1]))
     scaled = StandardScaler().fit_transform(X)
@@ -136,7 +138,8 @@ def probe_table(
     seed: int = 0,
     **probe_kwargs,
 ) -> pd.DataFrame:
-    """Paper 002 Table 5: probe test accuracy on raw counts, on PCA(k) and on latent spaces.
+    """Probe test accuracy on raw counts, on PCA(k) and on latent spaces (:cite:t:`Bolos20`,
+    Table 5).
 
     Parameters
     ----------

@@ -9,22 +9,19 @@ import torch
 from scvi.utils import track
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from anndata import AnnData
 
-from ..module._utils import chunked_log_px, default_samples_per_pass
-
 
 class ImportanceSampledLLMixin:
-    """Marginal log-likelihood ``log p(x)`` by importance sampling, vectorised over samples.
+    """Marginal log-likelihood ``log p(x)`` by importance sampling, per cell.
 
-    The module must implement ``log_importance_weights(tensors, n_samples)``. Each minibatch
-    goes through the same estimator as the package's modules' ``marginal_ll`` (the one
-    :meth:`scvi.model.base.VAEMixin.get_marginal_ll` calls): samples decoded
-    ``n_mc_samples_per_pass`` at a time, combined with a running log-sum-exp. This method
-    adds the memory budget chosen from the minibatch size and genes, a progress bar and a
-    numpy result.
+    A layer over :meth:`scvi.model.base.VAEMixin.get_marginal_ll`, which calls the module's
+    ``marginal_ll`` (``ChunkedMarginalLLMixin`` in ``scvi_capvi.module``: samples
+    decoded ``n_mc_samples_per_pass`` at a time, combined with a running log-sum-exp). It
+    adds a progress bar, a numpy result and, with ``return_mean``, the mean over cells
+    (scvi-tools averages the minibatch means, which weighs a short last minibatch more).
     """
 
     @torch.inference_mode()
@@ -35,8 +32,11 @@ class ImportanceSampledLLMixin:
         n_mc_samples: int = 1000,
         batch_size: int | None = None,
         return_mean: bool = True,
+        dataloader: Iterable[dict[str, torch.Tensor | None]] | None = None,
+        data_loader_kwargs: dict | None = None,
         n_mc_samples_per_pass: int | None = None,
         progress_bar: bool = True,
+        **kwargs,
     ) -> float | np.ndarray:
         """Importance-sampled marginal log-likelihood of each cell (higher is better).
 
@@ -52,32 +52,41 @@ class ImportanceSampledLLMixin:
             Cells per minibatch (default 128).
         return_mean
             Return the mean over cells (a float); otherwise one value per cell.
+        dataloader
+            Minibatches to evaluate instead of ``adata`` / ``indices``, as
+            :meth:`scvi.model.base.VAEMixin.get_marginal_ll` takes them.
+        data_loader_kwargs
+            Passed to the data loader built from ``adata``.
         n_mc_samples_per_pass
             Samples decoded in one vectorised pass; chosen from a memory budget if ``None``.
         progress_bar
             Show a progress bar over minibatches (style: ``scvi.settings.progress_bar_style``).
+        **kwargs
+            Passed to the module's ``marginal_ll``.
         """
         if int(n_mc_samples) < 1:
             raise ValueError(f"`n_mc_samples` must be >= 1, got {n_mc_samples}.")
+        if n_mc_samples_per_pass is not None and int(n_mc_samples_per_pass) < 1:
+            raise ValueError(f"`n_mc_samples_per_pass` must be >= 1, got {n_mc_samples_per_pass}.")
         self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
-        batch_size = batch_size or 128
-        if n_mc_samples_per_pass is None:
-            per_pass = default_samples_per_pass(n_mc_samples, batch_size, adata.n_vars)
-        else:
-            per_pass = int(n_mc_samples_per_pass)
-        if per_pass < 1:
-            raise ValueError(f"`n_mc_samples_per_pass` must be >= 1, got {per_pass}.")
-        per_pass = min(per_pass, n_mc_samples)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        if dataloader is None:
+            adata = self._validate_anndata(adata)
+            dataloader = self._make_data_loader(
+                adata=adata,
+                indices=indices,
+                batch_size=batch_size or 128,
+                **(data_loader_kwargs or {}),
+            )
+        elif adata is not None:
+            raise ValueError("Pass `adata` or `dataloader`, not both.")
         self.module.eval()
-        out = []
-        # one step per minibatch, in scvi-tools' style (``scvi.settings.progress_bar_style``)
-        for tensors in track(
-            loader,
-            description=f"marginal LL ({n_mc_samples} samples per cell)",
-            disable=not progress_bar,
-        ):
-            out.append(chunked_log_px(self.module, tensors, n_mc_samples, per_pass).cpu())
-        ll = torch.cat(out).numpy()
+        description = f"marginal LL ({n_mc_samples} samples per cell)"
+        ll = super().get_marginal_ll(
+            n_mc_samples=int(n_mc_samples),
+            return_mean=False,
+            dataloader=track(dataloader, description=description, disable=not progress_bar),
+            n_mc_samples_per_pass=n_mc_samples_per_pass,
+            **kwargs,
+        )
+        ll = ll.cpu().numpy()
         return float(ll.mean()) if return_mean else ll

@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 class NBAutoencoderModule(_NBGenerativeMixin, BaseModuleClass):
     """Deterministic autoencoder trained on the NB reconstruction loss only (DCA-style).
 
-    Paper 001 (§2) uses it as the non-generative reference: same input layer (counts scaled to
-    10,000 per cell, ``log1p``), same NB decoder as :class:`VampPriorModule`, no KL term. The
-    encoder is scvi-tools' ``FCLayers`` followed by a linear bottleneck; batch is injected as in
-    the VAE. The observed library size scales the decoded mean.
+    :cite:t:`Dony20` (§2) use it as the non-generative reference: same input layer (counts
+    scaled to 10,000 per cell, ``log1p``), same NB decoder as :class:`VampPriorModule`, no KL
+    term. The encoder is scvi-tools' ``FCLayers`` followed by a linear bottleneck; batch is
+    injected as in the VAE. The observed library size scales the decoded mean.
 
     Parameters
     ----------

@@ -5,19 +5,18 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
-from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
-from scvi.module import Classifier
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.nn import DecoderSCVI, Encoder
-from torch import nn
-from torch.distributions import Normal
+from scvi.module import VAE, Classifier
+from scvi.module.base import LossOutput, auto_move_data
+from scvi.nn import Encoder
 from torch.distributions import kl_divergence as kl
 
-from ._priors import GaussianMixturePrior, rename_old_prior_keys
-from ._utils import ChunkedMarginalLLMixin, normalize_log1p
+from ._classifier import CellTypeClassifierMixin
+from ._priors import GaussianMixturePrior, batch_mixing_penalty, rename_old_prior_keys
+from ._utils import ChunkedMarginalLLMixin
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,50 +24,12 @@ if TYPE_CHECKING:
 _NORM_PLACES = ("encoder", "decoder", "none", "both")
 
 
-def _one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
-    return F.one_hot(index.view(-1).long(), max(n_cat, 1)).float()
-
-
-def batch_mixing_penalty(
-    z_mean: torch.Tensor,
-    q_bar: torch.Tensor,
-    batch_index: torch.Tensor,
-    mu: torch.Tensor,
-    n_batch: int,
-    weight: float,
-) -> torch.Tensor:
-    r"""Batch-mixing penalty of :cite:t:`Clivio22`, §3.
-
-    .. math::
-        P = \frac{\lambda}{C S} \sum_c \sum_s
-            \Big\| \sum_{n: s_n = s} \bar q(c \mid x_n) (\hat z_n - \mu_c) \Big\|_2^2
-
-    Parameters
-    ----------
-    z_mean
-        ``(n_cells, D)`` posterior means ẑ_n.
-    q_bar
-        ``(n_cells, C)`` one-hot labels for annotated cells, q(c|x) otherwise.
-    batch_index
-        ``(n_cells,)`` or ``(n_cells, 1)`` integer batch codes in ``[0, n_batch)``.
-    mu
-        ``(C, D)`` centroids.
-    n_batch
-        S, the number of batches.
-    weight
-        λ.
-    """
-    n_types = mu.shape[0]
-    onehot_s = _one_hot(batch_index, n_batch).to(z_mean.dtype)
-    # A[c, s] = sum_n 1[s_n = s] q̄_nc ẑ_n ;  W[c, s] = sum_n 1[s_n = s] q̄_nc
-    weighted = torch.einsum("ns,nc->cs", onehot_s, q_bar)
-    sums = torch.einsum("ns,nc,nd->csd", onehot_s, q_bar, z_mean)
-    diff = sums - weighted.unsqueeze(-1) * mu.unsqueeze(1)
-    return weight / (n_types * max(n_batch, 1)) * diff.pow(2).sum()
-
-
-class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
+class CapVIModule(CellTypeClassifierMixin, ChunkedMarginalLLMixin, VAE):
     """CapVI generative model and inference networks (:cite:t:`Clivio22`, §2–3).
+
+    A :class:`scvi.module.VAE` (its encoders, decoder, dispersion and library prior) with the
+    mixture prior :class:`~scvi_capvi.module.GaussianMixturePrior` in place of ``N(0, I)``,
+    the classifier ``q(c|x)`` and the batch-mixing penalty.
 
     Generative model for cell n: ``c ~ Cat(phi)``, ``z | c ~ N(mu_c, sigma_c^2 I)``,
     ``l | s ~ LogNormal(nu_s, tau_s)``, ``x | z, l, s ~ ZINB(l rho(z, s), theta_{g,s}, pi(z, s))``.
@@ -169,95 +130,80 @@ class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
         use_layer_norm: Literal["encoder", "decoder", "none", "both"] = "none",
         component_balance: float = 0.0,
     ):
-        super().__init__()
         if n_labels < 1:
             raise ValueError(f"`n_labels` must be >= 1, got {n_labels}.")
         if prior_scale <= 0:
             raise ValueError(f"`prior_scale` must be > 0, got {prior_scale}.")
         if mixing_penalty < 0:
             raise ValueError(f"`mixing_penalty` must be >= 0, got {mixing_penalty}.")
-        if gene_likelihood not in ("zinb", "nb"):
-            raise ValueError(f"`gene_likelihood` must be 'zinb' or 'nb', got {gene_likelihood!r}.")
-        if dispersion not in ("gene-batch", "gene"):
-            raise ValueError(f"`dispersion` must be 'gene-batch' or 'gene', got {dispersion!r}.")
-        for name, value in (
-            ("use_batch_norm", use_batch_norm),
-            ("use_layer_norm", use_layer_norm),
-        ):
-            if value not in _NORM_PLACES:
-                raise ValueError(f"`{name}` must be one of {_NORM_PLACES}, got {value!r}.")
-        self.n_input = n_input
-        self.n_labels = n_labels
-        self.n_batch = n_batch
-        self.n_latent = n_latent
-        self.mixing_penalty = mixing_penalty
-        self.gene_likelihood = gene_likelihood
-        self.dispersion = dispersion
-        # as scvi.module.VAE: size factors replace the library, which is then observed
-        self.use_size_factor_key = use_size_factor_key
-        self.use_observed_lib_size = use_size_factor_key or use_observed_lib_size
-        self.encode_covariates = encode_covariates
-        self.n_continuous_cov = int(n_continuous_cov)
-        self.n_cats_per_cov = [int(n) for n in (n_cats_per_cov or [])]
-        self.use_labels = use_labels
         if component_balance < 0:
             raise ValueError(f"`component_balance` must be >= 0, got {component_balance}.")
-        self.component_balance = float(component_balance)
-        self.semi_supervised = semi_supervised
         if classification_ratio < 0:
             raise ValueError(f"`classification_ratio` must be >= 0, got {classification_ratio}.")
-        self.classification_ratio = classification_ratio
-
-        if not self.use_observed_lib_size:
-            if library_log_means is None or library_log_vars is None:
-                raise ValueError(
-                    "`library_log_means` and `library_log_vars` are required when "
-                    "`use_observed_lib_size=False`."
-                )
-            self.register_buffer("library_log_means", torch.as_tensor(library_log_means).float())
-            self.register_buffer("library_log_vars", torch.as_tensor(library_log_vars).float())
-
-        n_disp = max(n_batch, 1) if dispersion == "gene-batch" else 1
-        self.px_r = nn.Parameter(torch.randn(n_input, n_disp))
-
-        # the batch enters encoders and decoder (Clivio et al. 2022); other covariates as in scVI
-        cat_list = [n_batch, *self.n_cats_per_cov]
-        encoder_cat_list = cat_list if encode_covariates else [n_batch]
-        n_input_encoder = n_input + self.n_continuous_cov * encode_covariates
-        norms = {
-            "use_batch_norm": use_batch_norm in ("encoder", "both"),
-            "use_layer_norm": use_layer_norm in ("encoder", "both"),
-        }
-        self.z_encoder = Encoder(
-            n_input_encoder,
-            n_latent,
-            n_cat_list=encoder_cat_list,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-            return_dist=True,
-            **norms,
-        )
-        self.l_encoder = Encoder(
-            n_input_encoder,
-            1,
-            n_layers=1,
-            n_cat_list=encoder_cat_list,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-            return_dist=True,
-            **norms,
-        )
-        self.decoder = DecoderSCVI(
-            n_latent + self.n_continuous_cov,
+        for name, value, allowed in (
+            ("gene_likelihood", gene_likelihood, ("zinb", "nb")),
+            ("dispersion", dispersion, ("gene-batch", "gene")),
+            ("use_batch_norm", use_batch_norm, _NORM_PLACES),
+            ("use_layer_norm", use_layer_norm, _NORM_PLACES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+        use_observed_lib_size = use_size_factor_key or use_observed_lib_size
+        if not use_observed_lib_size and (library_log_means is None or library_log_vars is None):
+            raise ValueError(
+                "`library_log_means` and `library_log_vars` are required when "
+                "`use_observed_lib_size=False`."
+            )
+        n_cats_per_cov = [int(n) for n in (n_cats_per_cov or [])]
+        other_covariates = n_continuous_cov > 0 or len(n_cats_per_cov) > 0
+        n_batch = max(n_batch, 1)
+        super().__init__(
             n_input,
-            n_cat_list=cat_list,
-            n_layers=n_layers,
+            n_batch=n_batch,
+            n_labels=n_labels,
             n_hidden=n_hidden,
-            use_batch_norm=use_batch_norm in ("decoder", "both"),
-            use_layer_norm=use_layer_norm in ("decoder", "both"),
-            scale_activation="softplus" if use_size_factor_key else "softmax",
+            n_latent=n_latent,
+            n_layers=n_layers,
+            n_continuous_cov=n_continuous_cov,
+            n_cats_per_cov=n_cats_per_cov,
+            dropout_rate=dropout_rate,
+            dispersion=dispersion,
+            gene_likelihood=gene_likelihood,
+            # the batch always enters the encoders (Clivio et al. 2022); scVI's encoders see
+            # it only with the other covariates
+            encode_covariates=encode_covariates or not other_covariates,
+            use_batch_norm=use_batch_norm,
+            use_layer_norm=use_layer_norm,
+            use_size_factor_key=use_size_factor_key,
+            use_observed_lib_size=use_observed_lib_size,
+            library_log_means=_as_numpy(library_log_means),
+            library_log_vars=_as_numpy(library_log_vars),
         )
+        if other_covariates and not encode_covariates:
+            # covariates in the decoder only, but the batch in the encoders too: VAE's
+            # inference then passes the batch alone to encoders that take it
+            for name, n_output, depth in (("z_encoder", n_latent, n_layers), ("l_encoder", 1, 1)):
+                encoder = Encoder(
+                    n_input,
+                    n_output,
+                    n_cat_list=[n_batch],
+                    n_layers=depth,
+                    n_hidden=n_hidden,
+                    dropout_rate=dropout_rate,
+                    return_dist=True,
+                    use_batch_norm=use_batch_norm in ("encoder", "both"),
+                    use_layer_norm=use_layer_norm in ("encoder", "both"),
+                )
+                setattr(self, name, encoder)
+        self.n_continuous_cov = int(n_continuous_cov)
+        self.n_cats_per_cov = n_cats_per_cov
+        self.mixing_penalty = mixing_penalty
+        self.use_labels = use_labels
+        self.component_balance = float(component_balance)
+        self.semi_supervised = semi_supervised
+        self.classification_ratio = classification_ratio
+        self.register_load_state_dict_pre_hook(_reshape_old_gene_dispersion)
+
         # LayerNorm rather than BatchNorm: a frozen classifier (stage 2) then has no running
         # statistics that would drift, and predictions do not depend on the minibatch.
         self.classifier = Classifier(
@@ -293,122 +239,19 @@ class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
         # the training plan turns q(c|x) off during a GMVAE's warm-up
         self.classifier_in_use = True
 
-    # ------------------------------------------------------------------ helpers
-    def classifier_parameters(self):
-        """Parameters of q(c|x) (stage 1 trains only these; stage 2 freezes them)."""
-        return self.classifier.parameters()
-
     def prior_parameters(self):
         """Trainable parameters of the mixture prior (centroids, mixing weights, scales)."""
         return list(self.prior.parameters())
 
     @auto_move_data
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of q(c|x) from raw counts (log1p of counts scaled to 10,000 per cell)."""
-        return self.classifier(normalize_log1p(x))
-
-    def _labels_mask(self, labels: torch.Tensor) -> torch.Tensor:
-        """Boolean ``(n_cells,)``: the cell carries an annotation among the C known types."""
-        labels = labels.view(-1)
-        if not self.use_labels:
-            return torch.zeros_like(labels, dtype=torch.bool)
-        return labels < self.n_labels
-
-    def _local_library_params(self, batch_index: torch.Tensor):
-        onehot = _one_hot(batch_index, self.n_batch)
-        means = F.linear(onehot, self.library_log_means)
-        variances = F.linear(onehot, self.library_log_vars)
-        return means, variances
-
-    # ------------------------------------------------------------------ module API
-    def _get_inference_input(self, tensors, **kwargs):
-        return {
-            "x": tensors[REGISTRY_KEYS.X_KEY],
-            "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
-            "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
-            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
-        }
-
-    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
-        size_factor = tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY)
-        return {
-            "z": inference_outputs["z"],
-            "library": inference_outputs["library"],
-            "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
-            "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
-            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
-            "size_factor": None if size_factor is None else torch.log(size_factor),
-        }
-
-    @auto_move_data
     def inference(self, x, batch_index, cont_covs=None, cat_covs=None, n_samples: int = 1):
-        """q(z|x,s), q(l|x,s) and q(c|x) (covariates as :class:`scvi.module.VAE`)."""
-        x_log = torch.log1p(x)
-        categorical = ()
-        if self.encode_covariates:
-            if cont_covs is not None:
-                x_log = torch.cat((x_log, cont_covs), dim=-1)
-            if cat_covs is not None:
-                categorical = torch.split(cat_covs, 1, dim=1)
-        qz, z = self.z_encoder(x_log, batch_index, *categorical)
-        if self.use_observed_lib_size:
-            ql = None
-            library = torch.log(x.sum(-1, keepdim=True).clamp_min(1.0))
-        else:
-            ql, library = self.l_encoder(x_log, batch_index, *categorical)
-        if n_samples > 1:
-            z = qz.rsample((n_samples,))
-            library = (
-                ql.rsample((n_samples,))
-                if ql is not None
-                else library.expand(n_samples, *library.shape)
-            )
-        return {
-            "qz": qz,
-            "z": z,
-            "ql": ql,
-            "library": library,
-            # a GMVAE's warm-up has no use for q(c|x) (every component is the same)
-            "class_logits": self.classify(x) if self.classifier_in_use else None,
-        }
-
-    @auto_move_data
-    def generative(
-        self,
-        z,
-        library,
-        batch_index,
-        cont_covs=None,
-        cat_covs=None,
-        size_factor=None,
-        transform_batch=None,
-    ):
-        """p(x | z, l, s): ZINB (or NB) with gene or gene-batch dispersion."""
-        if transform_batch is not None:
-            batch_index = torch.full_like(batch_index, int(transform_batch))
-        decoder_input = z
-        if cont_covs is not None:
-            if z.dim() != cont_covs.dim():  # several posterior samples per cell
-                cont_covs = cont_covs.unsqueeze(0).expand(z.size(0), -1, -1)
-            decoder_input = torch.cat([z, cont_covs], dim=-1)
-        categorical = () if cat_covs is None else torch.split(cat_covs, 1, dim=1)
-        if not self.use_size_factor_key or size_factor is None:
-            size_factor = library
-        px_scale, _, px_rate, px_dropout = self.decoder(
-            "gene", decoder_input, size_factor, batch_index, *categorical
+        """:meth:`scvi.module.VAE.inference` (q(z|x,s), q(l|x,s)), and the logits of q(c|x)."""
+        outputs = super().inference(
+            x, batch_index, cont_covs=cont_covs, cat_covs=cat_covs, n_samples=n_samples
         )
-        if self.dispersion == "gene-batch":
-            px_r = F.linear(_one_hot(batch_index, self.n_batch), self.px_r)
-        else:
-            px_r = self.px_r.squeeze(-1)
-        theta = torch.exp(px_r)
-        if self.gene_likelihood == "zinb":
-            px = ZeroInflatedNegativeBinomial(
-                mu=px_rate, theta=theta, zi_logits=px_dropout, scale=px_scale
-            )
-        else:
-            px = NegativeBinomial(mu=px_rate, theta=theta, scale=px_scale)
-        return {"px": px}
+        # a GMVAE's warm-up has no use for q(c|x) (every component is the same)
+        outputs["class_logits"] = self.classify(x) if self.classifier_in_use else None
+        return outputs
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Negative ELBO (labelled / unlabelled bounds, :cite:t:`Clivio22`, §3) plus the mixing
@@ -430,8 +273,7 @@ class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
         if self.use_observed_lib_size:
             kl_l = torch.zeros_like(rec)
         else:
-            means, variances = self._local_library_params(batch_index)
-            kl_l = kl(inference_outputs["ql"], Normal(means, variances.sqrt())).sum(-1)
+            kl_l = kl(inference_outputs["ql"], generative_outputs["pl"]).sum(-1)
 
         kl_z_all = self.prior.kl(qz.loc, qz.scale.pow(2))
         log_phi = self.prior.log_weights()
@@ -441,7 +283,7 @@ class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
         kl_z = (q * kl_z_all).sum(-1)
         kl_c = (q * (log_q - log_phi)).sum(-1)
         q_bar = q
-        labelled = self._labels_mask(labels)
+        labelled = self.labels_mask(labels)
         if self.semi_supervised and labelled.any():
             # Labelled bound L(x, c): KL to the annotated mode, and -log phi_c
             safe = torch.where(labelled, labels, torch.zeros_like(labels))
@@ -485,55 +327,6 @@ class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
             extra_metrics=extra,
         )
 
-    def classification_loss(self, tensors) -> dict[str, torch.Tensor]:
-        """Stage-1 objective: class-weighted cross-entropy of q(c|x) on annotated cells (for a
-        GMVAE without labels: cross-entropy to the components' posterior, see
-        :meth:`~scvi_capvi.module.GaussianMixturePrior.component_logits`).
-
-        Returns the weighted loss to optimise, and the standard cross-entropy, accuracy and
-        number of annotated cells for logging and early stopping.
-        """
-        if not self.use_labels:
-            return self._component_distillation_loss(tensors)
-        x = tensors[REGISTRY_KEYS.X_KEY]
-        labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
-        mask = self._labels_mask(labels)
-        n = mask.sum()
-        if n == 0:
-            zero = torch.zeros((), device=x.device, requires_grad=True)
-            return {
-                "loss": zero,
-                "cross_entropy": zero.detach(),
-                "accuracy": zero.detach(),
-                "n": n,
-            }
-        logits = self.classify(x[mask])
-        y = labels[mask]
-        return {
-            "loss": F.cross_entropy(logits, y, weight=self.class_weights),
-            "cross_entropy": F.cross_entropy(logits, y).detach(),
-            "accuracy": (logits.argmax(-1) == y).float().mean().detach(),
-            "n": n,
-        }
-
-    def _component_distillation_loss(self, tensors) -> dict[str, torch.Tensor]:
-        """GMVAE stage 1: cross-entropy of q(c|x) to the components' posterior
-        :meth:`~scvi_capvi.module.GaussianMixturePrior.component_logits` under the current
-        encoder and prior (held fixed)."""
-        x = tensors[REGISTRY_KEYS.X_KEY]
-        # one pass gives q(c|x) and the encoder's q(z|x); only q(c|x) gets a gradient
-        out = self.inference(**self._get_inference_input(tensors))
-        logits, qz = out["class_logits"], out["qz"]
-        with torch.no_grad():
-            target = F.softmax(self.prior.component_logits(qz.loc, qz.scale.pow(2)), -1)
-        loss = -(target * F.log_softmax(logits, -1)).sum(-1).mean()
-        return {
-            "loss": loss,
-            "cross_entropy": loss.detach(),
-            "accuracy": (logits.argmax(-1) == target.argmax(-1)).float().mean().detach(),
-            "n": torch.tensor(x.shape[0], device=x.device),
-        }
-
     @torch.inference_mode()
     def log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
         """``log p(x, z, l) - log q(z, l | x)`` for ``n_samples`` posterior draws per cell.
@@ -543,7 +336,7 @@ class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
         """
         inputs = self._get_inference_input(tensors)
         inputs = {k: None if v is None else v.to(self.device) for k, v in inputs.items()}
-        x, batch_index = inputs["x"], inputs["batch_index"]
+        x = inputs["x"]
         inf = self.inference(**inputs, n_samples=1)
         qz, ql = inf["qz"], inf["ql"]
         z = qz.sample((n_samples,))  # (K, n, D)
@@ -553,16 +346,32 @@ class CapVIModule(ChunkedMarginalLLMixin, BaseModuleClass):
         else:
             library = inf["library"].expand(n_samples, n, 1)
         # all K draws decoded in one pass: repeat each cell's covariates K times
-        gen = self._get_generative_input(tensors, inf)
-        gen = {
-            key: None if gen[key] is None else gen[key].to(self.device).repeat(k, 1)
-            for key in ("batch_index", "cont_covs", "cat_covs", "size_factor")
+        covariates = {
+            key: None if value is None else value.to(self.device).repeat(k, 1)
+            for key, value in self._get_generative_input(tensors, inf).items()
+            if key not in ("z", "library")
         }
-        px = self.generative(z.reshape(k * n, -1), library.reshape(k * n, 1), **gen)["px"]
-        log_px = px.log_prob(x.repeat(k, 1)).sum(-1).view(k, n)
+        gen = self.generative(z.reshape(k * n, -1), library.reshape(k * n, 1), **covariates)
+        log_px = gen["px"].log_prob(x.repeat(k, 1)).sum(-1).view(k, n)
         log_w = log_px + self.prior.log_prob(z) - qz.log_prob(z).sum(-1)
         if ql is not None:
-            means, variances = self._local_library_params(batch_index)
-            prior_l = Normal(means, variances.sqrt())
-            log_w = log_w + (prior_l.log_prob(library) - ql.log_prob(library)).sum(-1)
+            log_pl = gen["pl"].log_prob(library.reshape(k * n, 1)).view(k, n)
+            log_w = log_w + log_pl - ql.log_prob(library).sum(-1)
         return log_w
+
+
+def _as_numpy(values) -> np.ndarray | None:
+    """Library prior parameters as the float32 array :class:`scvi.module.VAE` takes."""
+    if values is None:
+        return None
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def _reshape_old_gene_dispersion(module, state_dict, prefix, *args) -> None:
+    """``load_state_dict`` pre-hook: CapVI stored a gene-wise dispersion as ``(genes, 1)``
+    before it was built on :class:`scvi.module.VAE` (``(genes,)``)."""
+    key = prefix + "px_r"
+    if module.dispersion == "gene" and key in state_dict and state_dict[key].dim() == 2:
+        state_dict[key] = state_dict[key].squeeze(-1)

@@ -1,4 +1,5 @@
-"""CapVI's prior: a mixture of isotropic Gaussians, one per cell type (:cite:t:`Clivio22`)."""
+"""CapVI's prior, a mixture of isotropic Gaussians, one per cell type, and the batch-mixing
+penalty on its centroids (:cite:t:`Clivio22`)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,48 @@ def gaussian_kl_to_centroids(
         - torch.log(qz_v).sum(-1, keepdim=True)
         + n_latent * log_var
     )
+
+
+def _one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
+    return F.one_hot(index.view(-1).long(), max(n_cat, 1)).float()
+
+
+def batch_mixing_penalty(
+    z_mean: torch.Tensor,
+    q_bar: torch.Tensor,
+    batch_index: torch.Tensor,
+    mu: torch.Tensor,
+    n_batch: int,
+    weight: float,
+) -> torch.Tensor:
+    r"""Batch-mixing penalty of :cite:t:`Clivio22`, §3.
+
+    .. math::
+        P = \frac{\lambda}{C S} \sum_c \sum_s
+            \Big\| \sum_{n: s_n = s} \bar q(c \mid x_n) (\hat z_n - \mu_c) \Big\|_2^2
+
+    Parameters
+    ----------
+    z_mean
+        ``(n_cells, D)`` posterior means ẑ_n.
+    q_bar
+        ``(n_cells, C)`` one-hot labels for annotated cells, q(c|x) otherwise.
+    batch_index
+        ``(n_cells,)`` or ``(n_cells, 1)`` integer batch codes in ``[0, n_batch)``.
+    mu
+        ``(C, D)`` centroids.
+    n_batch
+        S, the number of batches.
+    weight
+        λ.
+    """
+    n_types = mu.shape[0]
+    onehot_s = _one_hot(batch_index, n_batch).to(z_mean.dtype)
+    # A[c, s] = sum_n 1[s_n = s] q̄_nc ẑ_n ;  W[c, s] = sum_n 1[s_n = s] q̄_nc
+    weighted = torch.einsum("ns,nc->cs", onehot_s, q_bar)
+    sums = torch.einsum("ns,nc,nd->csd", onehot_s, q_bar, z_mean)
+    diff = sums - weighted.unsqueeze(-1) * mu.unsqueeze(1)
+    return weight / (n_types * max(n_batch, 1)) * diff.pow(2).sum()
 
 
 class GaussianMixturePrior(nn.Module):

@@ -7,7 +7,7 @@ import math
 import torch
 from scvi import REGISTRY_KEYS
 
-# Paper 001 §2: "an additional layer at the input of each model which normalised all counts
+# Dony et al. 2020, §2: "an additional layer at the input of each model which normalised all counts
 # to 10000, followed by a ln(1 + x) operation"; CapVI's classifier reads the same input.
 TARGET_SUM = 1e4
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from scvi.module.base import BaseModuleClass
 from scvi.train import TrainingPlan
 
@@ -79,6 +80,7 @@ class CapVITrainingPlan(TrainingPlan):
         if stage == "classifier" and classifier_lr is not None:
             self.lr = classifier_lr
         self._frozen_requires_grad: dict[str, bool] = {}
+        self._classifier_sums: dict[str, torch.Tensor] = {}
 
     @property
     def stage_name(self) -> str:
@@ -139,21 +141,39 @@ class CapVITrainingPlan(TrainingPlan):
         if self.stage != "classifier":
             return super().training_step(batch, batch_idx)
         out = self.module.classification_loss(batch)
-        n = int(out["n"])
-        if n > 0:
-            log = {"on_step": False, "on_epoch": True, "batch_size": n}
-            self.log("train_loss", out["loss"], prog_bar=True, **log)
-            self.log("classifier_cross_entropy_train", out["cross_entropy"], **log)
-            self.log("classifier_accuracy_train", out["accuracy"], **log)
+        self._accumulate_classifier_metrics("train", out)
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):
         if self.stage != "classifier":
             return super().validation_step(batch, batch_idx)
-        out = self.module.classification_loss(batch)
-        n = int(out["n"])
-        if n > 0:
-            log = {"on_step": False, "on_epoch": True, "batch_size": n}
-            self.log("validation_loss", out["loss"], **log)
-            self.log("classifier_cross_entropy_validation", out["cross_entropy"], **log)
-            self.log("classifier_accuracy_validation", out["accuracy"], **log)
+        self._accumulate_classifier_metrics("validation", self.module.classification_loss(batch))
+
+    def _accumulate_classifier_metrics(self, split: str, out: dict) -> None:
+        """Stage 1: sums over the epoch's annotated cells, kept on the device (a minibatch
+        without any then adds nothing, and no step waits for the host)."""
+        n = out["n"].to(out["loss"].dtype)
+        values = torch.stack([out["loss"].detach(), out["cross_entropy"], out["accuracy"]])
+        row = torch.cat([values * n, n.view(1)])
+        previous = self._classifier_sums.get(split)
+        self._classifier_sums[split] = row if previous is None else previous + row
+
+    def _log_classifier_metrics(self, split: str) -> None:
+        """Stage 1: log the epoch's means over annotated cells (one host sync per epoch)."""
+        sums = self._classifier_sums.pop(split, None)
+        if sums is None or float(sums[-1]) == 0:
+            return
+        means = sums[:-1] / sums[-1]
+        self.log(f"{split}_loss", means[0], prog_bar=split == "train")
+        self.log(f"classifier_cross_entropy_{split}", means[1])
+        self.log(f"classifier_accuracy_{split}", means[2])
+
+    def on_train_epoch_end(self):
+        if self.stage == "classifier":
+            self._log_classifier_metrics("train")
+        super().on_train_epoch_end()
+
+    def on_validation_epoch_end(self):
+        if self.stage == "classifier":
+            self._log_classifier_metrics("validation")
+        super().on_validation_epoch_end()

@@ -36,15 +36,24 @@ from _common import environment, write
 
 from scvi_capvi.benchmark import load_dataset
 from scvi_capvi.benchmark._recipes import PAPER_ARCHITECTURE, SCVI_PAPER_MODEL
-from scvi_capvi.model import CapVI, VampVI
-from scvi_capvi.model._marginal_ll import (
-    ImportanceSampledLLMixin,
-    default_samples_per_pass,
-)
+from scvi_capvi.model import CapVI, ImportanceSampledLLMixin, VampVI
+from scvi_capvi.module._utils import ChunkedMarginalLLMixin, default_samples_per_pass
 
 
 class ISSCVI(ImportanceSampledLLMixin, scvi.model.SCVI):
-    """scvi-tools' SCVI with this package's importance-sampling estimator."""
+    """scvi-tools' SCVI with this package's importance-sampling estimator (its
+    ``get_marginal_ll`` calls the module's ``marginal_ll``: see ``package_estimator``)."""
+
+
+def package_estimator(model, **kwargs):
+    """``model.get_marginal_ll`` with the package's chunked ``marginal_ll`` on scvi-tools'
+    VAE for the call (scvi-tools' own estimators keep VAE's)."""
+    module = model.module
+    module.marginal_ll = types.MethodType(ChunkedMarginalLLMixin.marginal_ll, module)
+    try:
+        return model.get_marginal_ll(**kwargs)
+    finally:
+        del module.marginal_ll
 
 
 def _scvi_log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
@@ -114,8 +123,8 @@ def main() -> None:
             n_mc_samples_per_pass=per_pass,
             return_mean=False,
         ),
-        "scvi-capvi ImportanceSampledLLMixin": lambda: model.get_marginal_ll(
-            indices=cells, n_mc_samples=n, return_mean=False, progress_bar=False
+        "scvi-capvi ImportanceSampledLLMixin": lambda: package_estimator(
+            model, indices=cells, n_mc_samples=n, return_mean=False, progress_bar=False
         ),
     }
     rows = []

@@ -73,7 +73,7 @@ bibtex_reference_style = "author_year"
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"^(?!scvi_capvi\b).*"),
-    # private bases shown by :show-inheritance: (e.g. model._mixins.CountsSetupMixin)
+    # private bases shown by :show-inheritance: (e.g. model._fields.CountsSetupMixin)
     (r"py:class", r"^scvi_capvi\.\w+\._\w+\._?\w+$"),
 ]
 

@@ -22,7 +22,7 @@ from scvi_capvi.metrics import (
     weighted_accuracy,
 )
 from scvi_capvi.model import CapVI
-from scvi_capvi.model._marginal_ll import default_samples_per_pass
+from scvi_capvi.module._utils import default_samples_per_pass
 
 from ._recipes import FitResult
 

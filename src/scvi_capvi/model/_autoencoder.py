@@ -9,8 +9,9 @@ import torch
 from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 
 from ..module import NBAutoencoderModule
+from ._anndata_checks import AnnDataChecksMixin
+from ._fields import CountsSetupMixin
 from ._io import SafeSaveLoadMixin
-from ._mixins import CountsSetupMixin, HardenedModelMixin
 from ._training import RobustTrainingMixin
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 class NBAutoencoder(
     CountsSetupMixin,
     SafeSaveLoadMixin,
-    HardenedModelMixin,
+    AnnDataChecksMixin,
     VAEMixin,
     RNASeqMixin,
     RobustTrainingMixin,

@@ -19,19 +19,18 @@ from scvi.utils import setup_anndata_dsp
 from scvi_capvi.module import CapVIModule
 from scvi_capvi.train import CapVITrainingPlan
 
+from ._anndata_checks import AnnDataChecksMixin, check_setup_anndata
 from ._capvi_predict import PredictionMixin
 from ._capvi_training import StagedTrainingMixin
-from ._from_scvi import capvi_arguments_from_scvi, init_from_scvi
-from ._io import CheckedQueryMixin, SafeSaveLoadMixin
-from ._marginal_ll import ImportanceSampledLLMixin
-from ._mixins import (
-    HardenedModelMixin,
+from ._fields import (
     UnseenAsUnlabeledField,
-    check_setup_anndata,
     covariate_fields,
     covariate_module_kwargs,
     library_size_prior,
 )
+from ._from_scvi import capvi_arguments_from_scvi, init_from_scvi
+from ._io import CheckedQueryMixin, SafeSaveLoadMixin
+from ._marginal_ll import ImportanceSampledLLMixin
 from ._novelty import NoveltyMixin
 from ._recipes import RECIPES
 from ._validation import (
@@ -54,7 +53,7 @@ class CapVI(
     NoveltyMixin,
     CheckedQueryMixin,
     SafeSaveLoadMixin,
-    HardenedModelMixin,
+    AnnDataChecksMixin,
     ImportanceSampledLLMixin,
     VAEMixin,
     RNASeqMixin,

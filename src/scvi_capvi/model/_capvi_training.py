@@ -15,9 +15,8 @@ from scvi.model._utils import get_max_epochs_heuristic
 from scvi_capvi.train._progress import StageProgressBar
 from scvi_capvi.train._trainingplans import STAGE_MONITORS, STAGE_NUMBERS, STAGE_TITLES
 
-from ._mixins import default_log_every_n_steps
 from ._recipes import RECIPES
-from ._training import RobustTrainingMixin
+from ._training import RobustTrainingMixin, default_log_every_n_steps
 from ._validation import check_split
 
 

@@ -11,6 +11,12 @@ from scvi.model.base import UnsupervisedTrainingMixin
 from ..train import FiniteLossGuard, KeepUsableOnFailure, RestoreBestEpoch
 
 
+def default_log_every_n_steps(n_train_cells: int, batch_size: int) -> int:
+    """Lightning's logging interval, at most one epoch's steps (it warns when an epoch has
+    fewer steps than the interval, scvi-tools' default 10)."""
+    return min(10, max(1, int(n_train_cells) // batch_size))
+
+
 def _is_interrupt(exc: BaseException) -> bool:
     # Lightning turns a KeyboardInterrupt into `sys.exit(1)` after its own clean-up
     return isinstance(exc, KeyboardInterrupt) or (

@@ -19,15 +19,11 @@ from scvi.model.base import (
 )
 
 from ..module import VampPriorModule
+from ._anndata_checks import AnnDataChecksMixin
+from ._fields import CountsSetupMixin, library_size_prior
 from ._io import CheckedQueryMixin, SafeSaveLoadMixin
 from ._marginal_ll import ImportanceSampledLLMixin
-from ._mixins import (
-    CountsSetupMixin,
-    HardenedModelMixin,
-    default_log_every_n_steps,
-    library_size_prior,
-)
-from ._training import RobustTrainingMixin
+from ._training import RobustTrainingMixin, default_log_every_n_steps
 from ._validation import check_float, check_int, check_split
 
 if TYPE_CHECKING:
@@ -43,7 +39,7 @@ class VampVI(
     CountsSetupMixin,
     CheckedQueryMixin,
     SafeSaveLoadMixin,
-    HardenedModelMixin,
+    AnnDataChecksMixin,
     ImportanceSampledLLMixin,
     VAEMixin,
     RNASeqMixin,

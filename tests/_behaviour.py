@@ -34,6 +34,9 @@ RENAMED: dict[str, str] = {
     "prior_means": "prior.means",
     "prior_logits": "prior.logits",
     "prior_log_scale": "prior.log_scale",
+    # VampVI's VampPrior became a submodule (VampPrior)
+    "pseudo_inputs_unconstrained": "prior.pseudo_inputs_unconstrained",
+    "pseudo_input_batch": "prior.pseudo_input_batch",
 }
 
 

@@ -68,6 +68,26 @@ def test_a_capvi_state_with_the_old_prior_names_loads(recorded):
     torch.testing.assert_close(model.module.prior.means, old["prior_means"])
 
 
+@pytest.mark.parametrize("name", ["vampvi_iaf", "vampvi_linear"])
+def test_a_vampvi_state_with_the_old_pseudo_input_names_loads(recorded, name):
+    """Models saved before the VampPrior became a submodule (flat
+    ``pseudo_inputs_unconstrained``, ``pseudo_input_batch``) load through the pre-hook."""
+    model = build(name, toy())
+    prefix = f"{name}/state/"
+    old = {
+        k[len(prefix) :]: torch.as_tensor(recorded[k])
+        for k in recorded.files
+        if k.startswith(prefix)
+    }
+    assert {"pseudo_inputs_unconstrained", "pseudo_input_batch"} <= set(old)
+    model.module.load_state_dict(old, strict=True)
+    prior = model.module.prior
+    torch.testing.assert_close(
+        prior.pseudo_inputs_unconstrained, old["pseudo_inputs_unconstrained"]
+    )
+    torch.testing.assert_close(prior.pseudo_input_batch, old["pseudo_input_batch"])
+
+
 @pytest.mark.parametrize("name", ["capvi", "vampvi_iaf"])
 def test_scvi_tools_get_marginal_ll_reaches_the_modules_estimator(recorded, name):
     """The modules implement ``marginal_ll``, so scvi-tools' own

@@ -13,7 +13,8 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from scvi_capvi.model import NBAutoencoder, VampVI
 from scvi_capvi.module import NBAutoencoderModule, VampPriorModule
-from scvi_capvi.module._vamp import QZ_BASE_KEY, diagonal_gaussian_mixture_log_prob
+from scvi_capvi.module._priors import diagonal_gaussian_mixture_log_prob
+from scvi_capvi.module._vamp import QZ_BASE_KEY
 
 N_CELLS, N_GENES = 200, 50
 TRAIN = {"max_epochs": 2, "batch_size": 64, "enable_progress_bar": False}
@@ -59,9 +60,9 @@ def _counts(n, g=20, seed=0):
 # ---------------------------------------------------------------- VampPrior densities
 def _brute_force_vamp_log_prior(module, z, transforms=()):
     """(1/K) Σ_k q(z | u_k), each component built separately (pyro for the flow)."""
-    u = module.pseudo_inputs
+    u = module.prior.pseudo_inputs
     u_norm = torch.log1p(u / u.sum(-1, keepdim=True) * 1e4)
-    qu, _ = module.z_encoder(u_norm, module.pseudo_input_batch)
+    qu, _ = module.z_encoder(u_norm, module.prior.pseudo_input_batch)
     comps = []
     for k in range(u.shape[0]):
         base = Independent(Normal(qu.loc[k], qu.scale[k]), 1)
@@ -114,7 +115,7 @@ def test_vamp_with_one_pseudo_input_reduces_to_gaussian_kl():
     with torch.no_grad():
         inf = module.inference(x, batch, n_samples=20000)
         mc_kl = module.kl_z(inf)  # (samples, cells): log q(z|x) - log p(z)
-        qu = module.pseudo_input_posteriors()
+        qu = module.prior.components(module.z_encoder)
         p_single = Normal(qu.loc[0], qu.scale[0])
         # exact: with K = 1 the prior density is that one Gaussian
         torch.testing.assert_close(
@@ -192,15 +193,15 @@ def test_linear_decoder_loadings_and_mean(adata):
 def test_pseudo_inputs_start_from_seeded_cells(adata):
     VampVI.setup_anndata(adata, layer="counts", batch_key="batch")
     scvi.settings.seed = 3
-    a = VampVI(adata, n_pseudo_inputs=30).module.pseudo_inputs.detach().numpy()
+    a = VampVI(adata, n_pseudo_inputs=30).module.prior.pseudo_inputs.detach().numpy()
     scvi.settings.seed = 3
-    b = VampVI(adata, n_pseudo_inputs=30).module.pseudo_inputs.detach().numpy()
+    b = VampVI(adata, n_pseudo_inputs=30).module.prior.pseudo_inputs.detach().numpy()
     np.testing.assert_array_equal(a, b)
     x = np.maximum(adata.layers["counts"], 1e-3)
     dist = np.abs(a[:, None, :] - x[None]).max(-1)  # (K, cells)
     assert (dist.min(1) < 1e-3).all()  # every pseudo-input is one of the cells
     # more pseudo-inputs than cells: drawn with replacement, still valid
-    assert VampVI(adata, n_pseudo_inputs=N_CELLS + 10).module.pseudo_inputs.shape[0] == 210
+    assert VampVI(adata, n_pseudo_inputs=N_CELLS + 10).module.prior.pseudo_inputs.shape[0] == 210
 
 
 # ---------------------------------------------------------------- skeleton
@@ -274,7 +275,8 @@ def test_load_query_data_with_new_batch(adata):
     query.obs["batch"] = pd.Categorical(["b_new"] * 60)
     qmodel = VampVI.load_query_data(query, model)
     torch.testing.assert_close(
-        qmodel.module.pseudo_inputs_unconstrained, model.module.pseudo_inputs_unconstrained
+        qmodel.module.prior.pseudo_inputs_unconstrained,
+        model.module.prior.pseudo_inputs_unconstrained,
     )
     qmodel.train(**{**TRAIN, "max_epochs": 1})
     assert qmodel.get_latent_representation().shape == (60, 4)
@@ -291,6 +293,29 @@ def test_autoencoder_module_has_no_kl():
     torch.testing.assert_close(
         losses.loss, losses.reconstruction_loss["reconstruction_loss"].mean()
     )
+
+
+def test_module_is_scvi_tools_vae_with_only_its_own_parameters():
+    """VampPriorModule is scvi-tools' VAE; the library encoder VAE always builds is dropped
+    with the observed library size, and the normal prior has no parameters."""
+    from scvi.module import VAE
+
+    module = VampPriorModule(20, n_batch=2, n_latent=3, n_pseudo_inputs=4)
+    assert isinstance(module, VAE) and not hasattr(module, "l_encoder")
+    assert module.prior_type == "vamp" and module.prior.pseudo_inputs.shape == (4, 20)
+    assert module.prior.pseudo_input_batch.shape == (4, 1)
+    normal = VampPriorModule(20, n_latent=3, prior="normal")
+    assert normal.prior is None and not any(k.startswith("prior") for k in normal.state_dict())
+    latent_library = VampPriorModule(
+        20,
+        n_batch=2,
+        prior="normal",
+        dispersion="gene-batch",
+        use_observed_lib_size=False,
+        library_log_means=np.zeros((1, 2)),
+        library_log_vars=np.ones((1, 2)),
+    )
+    assert latent_library.px_r.shape == (20, 2) and hasattr(latent_library, "l_encoder")
 
 
 def test_bad_options_raise():

@@ -2,7 +2,13 @@
 
 from ._autoencoder import NBAutoencoderModule
 from ._capvi import CapVIModule
-from ._priors import GaussianMixturePrior
+from ._priors import GaussianMixturePrior, VampPrior
 from ._vamp import VampPriorModule
 
-__all__ = ["CapVIModule", "GaussianMixturePrior", "NBAutoencoderModule", "VampPriorModule"]
+__all__ = [
+    "CapVIModule",
+    "GaussianMixturePrior",
+    "NBAutoencoderModule",
+    "VampPrior",
+    "VampPriorModule",
+]

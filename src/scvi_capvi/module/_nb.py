@@ -1,5 +1,6 @@
-"""The negative-binomial decoder and generative pieces shared by VampVI's module and the NB
-autoencoder (:cite:t:`Dony20`)."""
+"""The negative-binomial decoders of VampVI's module and the NB autoencoder, and the
+autoencoder's generative pieces (VampVI's module has them from scvi-tools' ``VAE``;
+:cite:t:`Dony20`)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def build_nb_decoder(
 
 
 class _NBGenerativeMixin:
-    """Shared count likelihood ``x | z, l, s`` of the VAE and the reference autoencoder."""
+    """Count likelihood ``x | z, l, s`` of the reference autoencoder (as ``VAE.generative``)."""
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {

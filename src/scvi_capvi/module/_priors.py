@@ -1,5 +1,6 @@
-"""CapVI's prior, a mixture of isotropic Gaussians, one per cell type, and the batch-mixing
-penalty on its centroids (:cite:t:`Clivio22`)."""
+"""The priors as modules: CapVI's mixture of isotropic Gaussians, one per cell type, with the
+batch-mixing penalty on its centroids (:cite:t:`Clivio22`), and VampVI's VampPrior
+(:cite:t:`Dony20`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
+
+from ._utils import normalize_log1p
 
 
 def gaussian_kl_to_centroids(
@@ -147,16 +150,111 @@ class GaussianMixturePrior(nn.Module):
         return torch.logsumexp(comp + self.log_weights(), dim=-1)
 
 
+def diagonal_gaussian_mixture_log_prob(
+    z: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
+) -> torch.Tensor:
+    """``log (1/K) Σ_k N(z; means_k, diag(variances_k))`` for every row of ``z``.
+
+    The quadratic form is expanded into matrix products so that no ``(..., K, D)`` tensor is
+    built: importance sampling evaluates this for ``n_samples × cells × K`` pairs at once.
+
+    Parameters
+    ----------
+    z
+        ``(..., D)`` points.
+    means, variances
+        ``(K, D)`` component parameters.
+
+    Returns
+    -------
+    ``(...)`` log densities.
+    """
+    precision = variances.reciprocal()
+    quad = (
+        (z * z) @ precision.T
+        - 2.0 * (z @ (means * precision).T)
+        + (means * means * precision).sum(-1)
+    )
+    log_norm = variances.log().sum(-1) + z.shape[-1] * math.log(2 * math.pi)
+    log_comp = -0.5 * (quad + log_norm)
+    return torch.logsumexp(log_comp, dim=-1) - math.log(means.shape[0])
+
+
+class VampPrior(nn.Module):
+    """VampPrior (:cite:t:`Tomczak18`, as used by :cite:t:`Dony20`):
+    ``p(z) = (1/K) Σ_k q(z | u_k)`` over ``K`` learnable pseudo-inputs ``u_k`` in gene space.
+
+    The components are the posterior of the model's own encoder at the pseudo-inputs, so the
+    encoder is an argument of every method rather than a submodule (it belongs to the VAE).
+    Pseudo-inputs are kept non-negative (``u = softplus(w)``) so the count normalisation of
+    the encoder's input applies to them unchanged.
+
+    Parameters
+    ----------
+    pseudo_inputs
+        ``(K, n_input)`` non-negative initial counts (zeros start at ``1e-3`` to keep the
+        inverse softplus finite).
+    pseudo_input_batch
+        ``(K,)`` batch index with which each pseudo-input is encoded.
+    """
+
+    def __init__(self, pseudo_inputs: torch.Tensor, pseudo_input_batch: torch.Tensor):
+        super().__init__()
+        u = pseudo_inputs.float().clamp_min(1e-3)
+        # inverse softplus: w = u + log(1 - exp(-u))
+        self.pseudo_inputs_unconstrained = nn.Parameter(u + torch.log(-torch.expm1(-u)))
+        self.register_buffer("pseudo_input_batch", pseudo_input_batch.long().reshape(-1, 1))
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The ``(K, n_input)`` non-negative pseudo-inputs ``u_k``."""
+        return F.softplus(self.pseudo_inputs_unconstrained)
+
+    def components(self, encoder: nn.Module) -> Normal:
+        """``q(z | u_k)`` of every pseudo-input, batch shape ``(K, n_latent)``: ``encoder``
+        (a scvi-tools ``Encoder`` with ``return_dist=True``) on the normalised pseudo-inputs."""
+        qz, _ = encoder(normalize_log1p(self.pseudo_inputs), self.pseudo_input_batch)
+        return qz
+
+    def log_prob(self, z: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
+        """``log p(z) = log (1/K) Σ_k q(z | u_k)`` for ``(..., n_latent)`` points."""
+        qu = self.components(encoder)
+        return diagonal_gaussian_mixture_log_prob(z, qu.loc, qu.scale.square())
+
+    def kl(self, qz: Normal, z: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
+        """One-sample Monte Carlo ``KL(q(z|x) ‖ p(z))``: ``log q(z|x) - log p(z)`` at a draw
+        ``z ~ q(z|x)`` (a diagonal Gaussian).
+
+        An invertible map ``T`` applied to the posterior and to every component alike (a flow
+        shared by all inputs) leaves this unchanged: pass the draw before ``T``.
+        """
+        return qz.log_prob(z).sum(-1) - self.log_prob(z, encoder)
+
+
+def _rename_keys(renamed: dict[str, str], state_dict: dict, prefix: str) -> None:
+    for old, new in renamed.items():
+        if prefix + old in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
 # state-dict names before the prior became a submodule -> names now (saved models load)
 RENAMED_PRIOR_KEYS = {
     "prior_means": "prior.means",
     "prior_logits": "prior.logits",
     "prior_log_scale": "prior.log_scale",
 }
+RENAMED_VAMP_PRIOR_KEYS = {
+    "pseudo_inputs_unconstrained": "prior.pseudo_inputs_unconstrained",
+    "pseudo_input_batch": "prior.pseudo_input_batch",
+}
 
 
 def rename_old_prior_keys(module, state_dict, prefix, *args) -> None:
     """``load_state_dict`` pre-hook: a state saved with the old flat names loads."""
-    for old, new in RENAMED_PRIOR_KEYS.items():
-        if prefix + old in state_dict:
-            state_dict[prefix + new] = state_dict.pop(prefix + old)
+    _rename_keys(RENAMED_PRIOR_KEYS, state_dict, prefix)
+
+
+def rename_old_vamp_prior_keys(module, state_dict, prefix, *args) -> None:
+    """``load_state_dict`` pre-hook: a VampVI state saved before the VampPrior became a
+    submodule (flat ``pseudo_inputs_unconstrained``, ``pseudo_input_batch``) loads."""
+    _rename_keys(RENAMED_VAMP_PRIOR_KEYS, state_dict, prefix)

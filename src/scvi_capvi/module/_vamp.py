@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,14 +10,15 @@ from pyro.distributions import TransformedDistribution
 from pyro.distributions.transforms import AffineAutoregressive
 from pyro.nn import AutoRegressiveNN
 from scvi import REGISTRY_KEYS
+from scvi.module import VAE
 from scvi.module._constants import MODULE_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.nn import Encoder
+from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
-from torch.nn.functional import one_hot, softplus
+from torch.nn.functional import softplus
 
-from ._nb import _NBGenerativeMixin, build_nb_decoder
+from ._nb import build_nb_decoder
+from ._priors import VampPrior, rename_old_vamp_prior_keys
 from ._utils import ChunkedMarginalLLMixin, normalize_log1p
 
 if TYPE_CHECKING:
@@ -32,54 +32,21 @@ LOG_QZ_KEY = "log_qz"
 FLOW_LOG_DET_KEY = "flow_log_det"
 
 
-def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
-
-
-def diagonal_gaussian_mixture_log_prob(
-    z: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
-) -> torch.Tensor:
-    """``log (1/K) Σ_k N(z; means_k, diag(variances_k))`` for every row of ``z``.
-
-    The quadratic form is expanded into matrix products so that no ``(..., K, D)`` tensor is
-    built: importance sampling evaluates this for ``n_samples × cells × K`` pairs at once.
-
-    Parameters
-    ----------
-    z
-        ``(..., D)`` points.
-    means, variances
-        ``(K, D)`` component parameters.
-
-    Returns
-    -------
-    ``(...)`` log densities.
-    """
-    precision = variances.reciprocal()
-    quad = (
-        (z * z) @ precision.T
-        - 2.0 * (z @ (means * precision).T)
-        + (means * means * precision).sum(-1)
-    )
-    log_norm = variances.log().sum(-1) + z.shape[-1] * math.log(2 * math.pi)
-    log_comp = -0.5 * (quad + log_norm)
-    return torch.logsumexp(log_comp, dim=-1) - math.log(means.shape[0])
-
-
-class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClass):
+class VampPriorModule(ChunkedMarginalLLMixin, VAE):
     """VAE for counts with a VampPrior and/or an IAF posterior (:cite:t:`Dony20`).
 
-    Generative model: ``z ~ p(z)``, ``x_g | z, l, s ~ NB(l ρ_g(z, s), θ_g)`` (ZINB optional),
-    with ``ρ`` from scvi-tools' ``DecoderSCVI`` or, with ``decoder="linear"``, the LDVAE
-    ``LinearDecoderSCVI``. The prior is either ``N(0, I)`` or the VampPrior (Tomczak & Welling
-    2018) ``p(z) = (1/K) Σ_k q(z | u_k)`` over ``K`` learnable pseudo-inputs ``u_k`` in gene
-    space, encoded by the same encoder as the cells. The KL term is estimated by Monte Carlo,
-    ``log q(z|x) - log p(z)``, unless both prior and posterior are Gaussian (closed form).
+    scvi-tools' :class:`~scvi.module.VAE` with what the paper adds. Generative model (VAE's
+    ``generative``): ``z ~ p(z)``, ``x_g | z, l, s ~ NB(l ρ_g(z, s), θ_g)`` (ZINB optional),
+    with ``ρ`` from ``DecoderSCVI`` or, with ``decoder="linear"``, the LDVAE
+    ``LinearDecoderSCVI``. The prior is either ``N(0, I)`` or the :class:`VampPrior`
+    (:cite:t:`Tomczak18`) ``p(z) = (1/K) Σ_k q(z | u_k)`` over ``K`` learnable pseudo-inputs
+    ``u_k`` in gene space, encoded by the same encoder as the cells. The KL term is estimated by
+    Monte Carlo, ``log q(z|x) - log p(z)``, unless both prior and posterior are Gaussian.
 
-    The posterior is ``q(z0 | x) = N(μ(x), σ²(x))`` from scvi-tools' ``Encoder`` applied to
-    the paper's input layer (counts scaled to 10,000 per cell, then ``log1p``), batch one-hot
-    injected, optionally pushed through ``n_flows`` pyro ``AffineAutoregressive`` layers (IAF,
-    Kingma et al. 2016): ``z = T(z0)``, ``log q(z|x) = log N(z0) - log|det ∂T/∂z0|``.
+    The posterior is ``q(z0 | x) = N(μ(x), σ²(x))`` from VAE's encoder applied to the paper's
+    input layer (counts scaled to 10,000 per cell, then ``log1p``), batch one-hot injected,
+    optionally pushed through ``n_flows`` pyro ``AffineAutoregressive`` layers (IAF,
+    :cite:t:`Kingma16`): ``z = T(z0)``, ``log q(z|x) = log N(z0) - log|det ∂T/∂z0|``.
 
     The flow is shared by all cells (not conditioned on ``x``). Two consequences, by design:
     ``q(z | u_k)`` of every pseudo-input is the same flow applied to its own Gaussian, so the
@@ -88,11 +55,10 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
     log-determinant cancels in the KL, so VAMP+IAF differs from VAMP through where the
     decoder reads ``z = T(z0)``. With the normal prior the flow acts on the KL as well.
 
-    Pseudo-inputs are kept non-negative (``u = softplus(w)``) so the count normalisation applies
-    to them unchanged. Each is encoded with the batch of the cell it was initialised from
-    (``pseudo_input_batch``; batch 0 for a random initialisation). The encoder uses layer norm
-    instead of batch norm by default: with batch norm the pseudo-inputs' encoding, hence the
-    prior, would depend on the minibatch during training and differ in evaluation mode.
+    Each pseudo-input is encoded with the batch of the cell it was initialised from (batch 0
+    for a random initialisation). The encoder uses layer norm instead of batch norm by default:
+    with batch norm the pseudo-inputs' encoding, hence the prior, would depend on the
+    minibatch during training and differ in evaluation mode.
 
     Parameters
     ----------
@@ -111,7 +77,8 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
     dropout_rate
         Dropout in the encoder.
     prior
-        ``"vamp"`` (VampPrior) or ``"normal"`` (``N(0, I)``).
+        ``"vamp"`` (VampPrior, kept as the submodule ``prior``) or ``"normal"`` (``N(0, I)``;
+        ``prior`` is then ``None``). The choice is ``prior_type``.
     n_pseudo_inputs
         ``K``, number of pseudo-inputs (:cite:t:`Dony20` uses 500).
     pseudo_input_init
@@ -170,63 +137,58 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
         use_batch_norm: Literal["encoder", "decoder", "none", "both"] = "decoder",
         use_layer_norm: Literal["encoder", "decoder", "none", "both"] = "encoder",
     ):
-        super().__init__()
         if prior not in ("vamp", "normal"):
             raise ValueError(f"`prior` must be 'vamp' or 'normal', got {prior!r}.")
         if posterior not in ("normal", "iaf"):
             raise ValueError(f"`posterior` must be 'normal' or 'iaf', got {posterior!r}.")
         if posterior == "iaf" and (n_latent < 2 or n_flows < 1):
             raise ValueError("An IAF posterior needs `n_latent >= 2` and `n_flows >= 1`.")
-        self.n_input = n_input
-        self.n_batch = n_batch
-        self.n_labels = n_labels
-        self.n_latent = n_latent
-        self.prior = prior
+        if decoder not in ("nonlinear", "linear"):
+            raise ValueError(f"`decoder` must be 'nonlinear' or 'linear', got {decoder!r}.")
+        if dispersion not in ("gene", "gene-batch"):
+            raise ValueError(f"`dispersion` must be 'gene' or 'gene-batch', got {dispersion!r}.")
+        if gene_likelihood not in ("nb", "zinb"):
+            raise ValueError(f"`gene_likelihood` must be 'nb' or 'zinb', got {gene_likelihood!r}.")
+        if not use_observed_lib_size and (library_log_means is None or library_log_vars is None):
+            raise ValueError(
+                "`use_observed_lib_size=False` needs `library_log_means` and `library_log_vars`."
+            )
+        super().__init__(
+            n_input,
+            # VAE's gene-batch dispersion has one column per batch: at least one. The encoder
+            # and decoders ignore a single category, as they ignore none.
+            n_batch=max(n_batch, 1),
+            n_labels=n_labels,
+            n_hidden=n_hidden,
+            n_latent=n_latent,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            dispersion=dispersion,
+            log_variational=False,  # `inference` below builds the encoders' inputs
+            gene_likelihood=gene_likelihood,
+            encode_covariates=True,  # the encoders see the batch (VampVI has no covariates)
+            use_batch_norm=use_batch_norm,
+            use_layer_norm=use_layer_norm,
+            use_observed_lib_size=use_observed_lib_size,
+            library_log_means=None if use_observed_lib_size else np.asarray(library_log_means),
+            library_log_vars=None if use_observed_lib_size else np.asarray(library_log_vars),
+        )
+        if use_observed_lib_size:
+            del self.l_encoder  # VAE builds it regardless; it reads it only without this option
+        if decoder == "linear":  # as scvi-tools' LDVAE: VAE's decoder replaced
+            self.decoder = build_nb_decoder(
+                "linear",
+                n_latent,
+                n_input,
+                n_batch,
+                n_layers,
+                n_hidden,
+                use_batch_norm in ("decoder", "both"),
+                use_layer_norm in ("decoder", "both"),
+            )
+        self.prior_type = prior
         self.posterior = posterior
         self.decoder_type = decoder
-        self.dispersion = dispersion
-        self.gene_likelihood = gene_likelihood
-        self.use_observed_lib_size = use_observed_lib_size
-        self.latent_distribution = "normal"
-        self._init_dispersion(dispersion, n_input, n_batch)
-
-        bn_enc = use_batch_norm in ("encoder", "both")
-        bn_dec = use_batch_norm in ("decoder", "both")
-        ln_enc = use_layer_norm in ("encoder", "both")
-        ln_dec = use_layer_norm in ("decoder", "both")
-        self.z_encoder = Encoder(
-            n_input,
-            n_latent,
-            n_cat_list=[n_batch],
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-            use_batch_norm=bn_enc,
-            use_layer_norm=ln_enc,
-            return_dist=True,
-        )
-        if not use_observed_lib_size:
-            if library_log_means is None or library_log_vars is None:
-                raise ValueError(
-                    "`use_observed_lib_size=False` needs `library_log_means` and "
-                    "`library_log_vars`."
-                )
-            self.register_buffer("library_log_means", torch.as_tensor(library_log_means).float())
-            self.register_buffer("library_log_vars", torch.as_tensor(library_log_vars).float())
-            self.l_encoder = Encoder(
-                n_input,
-                1,
-                n_cat_list=[n_batch],
-                n_layers=1,
-                n_hidden=n_hidden,
-                dropout_rate=dropout_rate,
-                use_batch_norm=bn_enc,
-                use_layer_norm=ln_enc,
-                return_dist=True,
-            )
-        self.decoder = build_nb_decoder(
-            decoder, n_latent, n_input, n_batch, n_layers, n_hidden, bn_dec, ln_dec
-        )
 
         if posterior == "iaf":
             # What pyro's `affine_autoregressive` helper builds, but with a fresh ReLU per
@@ -240,6 +202,7 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
         else:
             self.flows = nn.ModuleList()
 
+        self.prior = None
         if prior == "vamp":
             if pseudo_input_init is None:
                 init = softplus(torch.randn(n_pseudo_inputs, n_input))
@@ -252,29 +215,15 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
                     )
                 if (init < 0).any() or not torch.isfinite(init).all():
                     raise ValueError("`pseudo_input_init` must be finite non-negative counts.")
-            # softplus keeps u_k >= 0 so the count normalisation stays valid; zeros start at
-            # 1e-3 to keep the inverse finite.
-            self.pseudo_inputs_unconstrained = nn.Parameter(
-                _inverse_softplus(init.clamp_min(1e-3))
-            )
             if pseudo_input_batch is None:
                 pseudo_input_batch = torch.zeros(n_pseudo_inputs, dtype=torch.long)
-            pib = torch.as_tensor(np.asarray(pseudo_input_batch), dtype=torch.long).reshape(-1, 1)
+            pib = torch.as_tensor(np.asarray(pseudo_input_batch), dtype=torch.long).reshape(-1)
             if pib.shape[0] != n_pseudo_inputs:
                 raise ValueError("`pseudo_input_batch` needs one batch index per pseudo-input.")
-            self.register_buffer("pseudo_input_batch", pib)
+            self.prior = VampPrior(init, pib)
+        self.register_load_state_dict_pre_hook(rename_old_vamp_prior_keys)
 
     # ------------------------------------------------------------------ prior / posterior
-    @property
-    def pseudo_inputs(self) -> torch.Tensor:
-        """The ``(K, n_input)`` non-negative pseudo-inputs ``u_k``."""
-        return softplus(self.pseudo_inputs_unconstrained)
-
-    def pseudo_input_posteriors(self) -> Normal:
-        """Gaussian base ``q(z0 | u_k)`` of every pseudo-input, batch shape ``(K, n_latent)``."""
-        qz, _ = self.z_encoder(normalize_log1p(self.pseudo_inputs), self.pseudo_input_batch)
-        return qz
-
     def flow_forward(self, z_base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Push ``z0`` through the IAF layers; return ``z`` and ``log|det ∂z/∂z0|``."""
         z = z_base
@@ -299,17 +248,35 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
         For the VampPrior, ``log q(z | u_k) = log N(T⁻¹ z; μ_k, σ_k²) - log|det ∂T/∂z0|`` with
         the flow shared by all inputs, so ``T⁻¹ z`` is the known ``z_base``.
         """
-        if self.prior == "normal":
+        if self.prior is None:
             return Normal(0.0, 1.0).log_prob(z).sum(-1)
-        qu = self.pseudo_input_posteriors()
-        return diagonal_gaussian_mixture_log_prob(z_base, qu.loc, qu.scale.square()) - flow_log_det
+        return self.prior.log_prob(z_base, self.z_encoder) - flow_log_det
+
+    def kl_z(self, inference_outputs: dict) -> torch.Tensor:
+        """``KL(q(z|x) ‖ p(z))``: closed form for Gaussian/Gaussian, else one-sample MC."""
+        qz_base, z_base = inference_outputs[QZ_BASE_KEY], inference_outputs[Z_BASE_KEY]
+        if self.prior is not None:  # the shared flow cancels (see VampPrior.kl)
+            return self.prior.kl(qz_base, z_base, self.z_encoder)
+        if self.posterior == "normal":
+            return kl_divergence(qz_base, Normal(0.0, 1.0)).sum(-1)
+        z = inference_outputs[MODULE_KEYS.Z_KEY]
+        return inference_outputs[LOG_QZ_KEY] - Normal(0.0, 1.0).log_prob(z).sum(-1)
 
     # ------------------------------------------------------------------ module API
     @auto_move_data
     def inference(
-        self, x: torch.Tensor, batch_index: torch.Tensor, n_samples: int = 1
+        self,
+        x: torch.Tensor,
+        batch_index: torch.Tensor,
+        cont_covs: torch.Tensor | None = None,
+        cat_covs: torch.Tensor | None = None,
+        n_samples: int = 1,
     ) -> dict[str, torch.Tensor | Distribution | None]:
-        """Encode ``x``; draw ``z`` (shape ``(n_samples, cells, D)`` if ``n_samples > 1``)."""
+        """Encode ``x``; draw ``z`` (shape ``(n_samples, cells, D)`` if ``n_samples > 1``).
+
+        ``cont_covs`` and ``cat_covs`` (from VAE's inputs) are ``None``: VampVI registers no
+        covariates.
+        """
         qz_base, _ = self.z_encoder(normalize_log1p(x), batch_index)
         z_base = qz_base.rsample() if n_samples == 1 else qz_base.rsample((n_samples,))
         z, log_det = self.flow_forward(z_base)
@@ -334,40 +301,6 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
             LOG_QZ_KEY: log_qz,
             FLOW_LOG_DET_KEY: log_det,
         }
-
-    @auto_move_data
-    def generative(
-        self,
-        z: torch.Tensor,
-        library: torch.Tensor,
-        batch_index: torch.Tensor,
-        transform_batch: int | None = None,
-    ) -> dict[str, Distribution | None]:
-        """Decode ``z`` into the count distribution ``p(x | z, l, s)``."""
-        pl = None
-        if not self.use_observed_lib_size:
-            means, variances = self._local_library_params(batch_index)
-            pl = Normal(means, variances.sqrt())
-        return {
-            MODULE_KEYS.PX_KEY: self._px(z, library, batch_index, transform_batch),
-            MODULE_KEYS.PL_KEY: pl,
-        }
-
-    def _local_library_params(self, batch_index: torch.Tensor):
-        onehot = one_hot(batch_index.squeeze(-1).long(), self.library_log_means.shape[1]).float()
-        return onehot @ self.library_log_means.T, onehot @ self.library_log_vars.T
-
-    def kl_z(self, inference_outputs: dict) -> torch.Tensor:
-        """``KL(q(z|x) ‖ p(z))``: closed form for Gaussian/Gaussian, else one-sample MC."""
-        qz_base = inference_outputs[QZ_BASE_KEY]
-        if self.prior == "normal" and self.posterior == "normal":
-            return kl_divergence(qz_base, Normal(0.0, 1.0)).sum(-1)
-        log_pz = self.log_prior(
-            inference_outputs[MODULE_KEYS.Z_KEY],
-            inference_outputs[Z_BASE_KEY],
-            inference_outputs[FLOW_LOG_DET_KEY],
-        )
-        return inference_outputs[LOG_QZ_KEY] - log_pz
 
     def loss(
         self,
@@ -403,8 +336,9 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
 
         All samples are decoded in one pass. Returns ``(n_samples, n_cells)``.
         """
-        inf = self.inference(**self._get_inference_input(tensors), n_samples=n_samples)
-        gen = self.generative(**self._get_generative_input(tensors, inf))
+        inf, gen = self.forward(
+            tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
+        )
         x = tensors[REGISTRY_KEYS.X_KEY]
         log_w = gen[MODULE_KEYS.PX_KEY].log_prob(x).sum(-1)
         log_w = log_w + self.log_prior(
@@ -437,12 +371,3 @@ class VampPriorModule(ChunkedMarginalLLMixin, _NBGenerativeMixin, BaseModuleClas
             bn = layer[1]
             w = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).unsqueeze(1) * w
         return w[:, : self.n_latent].detach().cpu().numpy()
-
-    @torch.inference_mode()
-    def sample(self, tensors: dict[str, torch.Tensor], n_samples: int = 1) -> torch.Tensor:
-        """Posterior predictive counts, ``(cells, genes)`` or ``(cells, genes, n_samples)``."""
-        _, gen = self.forward(
-            tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
-        )
-        samples = gen[MODULE_KEYS.PX_KEY].sample()
-        return (samples.permute(1, 2, 0) if n_samples > 1 else samples).cpu()

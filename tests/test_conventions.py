@@ -76,6 +76,10 @@ def test_covariates_reach_decoder_and_optionally_encoder(adata, encode_covariate
         loc2, mu2 = _forward(module, changed)
         assert not torch.allclose(mu, mu2), key  # the decoder reads the covariate
         assert torch.allclose(loc, loc2) != encode_covariates, key
+    # the batch enters the encoders either way (Clivio et al. 2022), unlike scVI's default
+    batch = REGISTRY_KEYS.BATCH_KEY
+    other_batch = {**tensors, batch: (tensors[batch] + 1) % module.n_batch}
+    assert module.n_batch > 1 and not torch.allclose(loc, _forward(module, other_batch)[0])
     model.train(**TINY_TRAIN)
     assert np.isfinite(model.get_marginal_ll(n_mc_samples=3, progress_bar=False))
     assert model.get_latent_representation().shape == (adata.n_obs, SMALL["n_latent"])

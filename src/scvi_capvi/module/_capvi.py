@@ -14,7 +14,7 @@ from scvi.module.base import LossOutput, auto_move_data
 from scvi.nn import Encoder
 from torch.distributions import kl_divergence as kl
 
-from ._classifier import CellTypeClassifierMixin
+from ._classifier import CellTypeClassifierMixin, masked_classification_terms
 from ._priors import GaussianMixturePrior, batch_mixing_penalty, rename_old_prior_keys
 from ._utils import ChunkedMarginalLLMixin
 
@@ -284,8 +284,8 @@ class CapVIModule(CellTypeClassifierMixin, ChunkedMarginalLLMixin, VAE):
         kl_c = (q * (log_q - log_phi)).sum(-1)
         q_bar = q
         labelled = self.labels_mask(labels)
-        if self.semi_supervised and labelled.any():
-            # Labelled bound L(x, c): KL to the annotated mode, and -log phi_c
+        if self.semi_supervised:
+            # Labelled bound L(x, c) for annotated cells: KL to the annotated mode, -log phi_c
             safe = torch.where(labelled, labels, torch.zeros_like(labels))
             kl_z = torch.where(labelled, kl_z_all.gather(1, safe[:, None]).squeeze(1), kl_z)
             kl_c = torch.where(labelled, -log_phi[safe], kl_c)
@@ -307,15 +307,15 @@ class CapVIModule(CellTypeClassifierMixin, ChunkedMarginalLLMixin, VAE):
             q_mean = q.mean(0)
             balance = math.log(self.n_labels) + (q_mean * torch.log(q_mean + 1e-8)).sum()
             loss = loss + self.component_balance * balance
-        if self.semi_supervised and labelled.any() and self.classification_ratio > 0:
-            # without it, the unlabelled bound alone moves q(c|x) toward whichever mode is
-            # nearest and the annotations stop anchoring the classifier in stage 3
-            ce = F.cross_entropy(logits[labelled], labels[labelled], weight=self.class_weights)
-            loss = loss + self.classification_ratio * ce
         extra = {"mixing_penalty": penalty.detach()}
-        if labelled.any():
-            extra["classification_loss"] = F.cross_entropy(logits[labelled], labels[labelled])
-            extra["accuracy"] = (logits[labelled].argmax(-1) == labels[labelled]).float().mean()
+        if self.use_labels:  # over the annotated cells, without a host sync
+            terms = masked_classification_terms(logits, labels, labelled, self.class_weights)
+            if self.semi_supervised and self.classification_ratio > 0:
+                # without it, the unlabelled bound alone moves q(c|x) toward whichever mode is
+                # nearest and the annotations stop anchoring the classifier in stage 3
+                loss = loss + self.classification_ratio * terms["loss"]
+            extra["classification_loss"] = terms["cross_entropy"].detach()
+            extra["accuracy"] = terms["accuracy"].detach()
         return LossOutput(
             loss=loss,
             reconstruction_loss=rec,

@@ -10,6 +10,29 @@ from scvi.module.base import auto_move_data
 from ._utils import normalize_log1p
 
 
+def masked_classification_terms(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, class_weights: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Cross-entropy of q(c|x) over the annotated cells (``mask``) of a minibatch: the
+    class-weighted mean (``loss``, as ``F.cross_entropy(..., weight=class_weights)``), the
+    plain mean and the accuracy; 0 when no cell is annotated.
+
+    The unannotated cells get weight 0 instead of being indexed out, and nothing branches on
+    their number: no host sync per step on a GPU.
+    """
+    y = torch.where(mask, labels, torch.zeros_like(labels))
+    ce = F.cross_entropy(logits, y, reduction="none")
+    weights = class_weights[y] * mask
+    m = mask.to(ce.dtype)
+    n = m.sum().clamp_min(1.0)
+    correct = (logits.argmax(-1) == y).to(ce.dtype)
+    return {
+        "loss": (weights * ce).sum() / weights.sum().clamp_min(1e-12),
+        "cross_entropy": (m * ce).sum() / n,
+        "accuracy": (m * correct).sum() / n,
+    }
+
+
 class CellTypeClassifierMixin:
     """q(c|x) of a module with a ``classifier`` (logits from log1p-normalised counts), a
     ``prior`` (:class:`~scvi_capvi.module.GaussianMixturePrior`), ``n_labels``,
@@ -44,22 +67,12 @@ class CellTypeClassifierMixin:
         x = tensors[REGISTRY_KEYS.X_KEY]
         labels = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
         mask = self.labels_mask(labels)
-        # every cell goes through q(c|x) and the unannotated ones get weight 0: no boolean
-        # indexing and no branch on the count, so no host sync per step on a GPU (q(c|x) has
-        # no batch norm, so a cell's logits do not depend on the others)
-        y = torch.where(mask, labels, torch.zeros_like(labels))
-        logits = self.classify(x)
-        ce = F.cross_entropy(logits, y, reduction="none")
-        n = mask.sum()
-        weights = self.class_weights[y] * mask
-        mask = mask.to(ce.dtype)
-        n_safe = n.clamp_min(1).to(ce.dtype)
+        terms = masked_classification_terms(self.classify(x), labels, mask, self.class_weights)
         return {
-            # F.cross_entropy(..., weight=class_weights) over the annotated cells; 0 without any
-            "loss": (weights * ce).sum() / weights.sum().clamp_min(1e-12),
-            "cross_entropy": ((mask * ce).sum() / n_safe).detach(),
-            "accuracy": ((logits.argmax(-1) == y).to(ce.dtype) * mask).sum().detach() / n_safe,
-            "n": n,
+            "loss": terms["loss"],
+            "cross_entropy": terms["cross_entropy"].detach(),
+            "accuracy": terms["accuracy"].detach(),
+            "n": mask.sum(),
         }
 
     def component_distillation_loss(self, tensors) -> dict[str, torch.Tensor]:

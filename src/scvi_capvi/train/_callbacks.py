@@ -73,7 +73,9 @@ class FiniteLossGuard(Callback):
         self._step_ok = None
 
     def _check_training(self, trainer, pl_module):
-        if self._bad is None or not bool(self._bad):
+        bad = self._bad is not None and bool(self._bad)
+        # under DDP every process stops together (a lone raise would leave the others waiting)
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
         self._bad = None
         # the epoch's accumulated training metrics say which terms went non-finite

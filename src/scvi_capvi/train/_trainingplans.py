@@ -164,9 +164,31 @@ class CapVITrainingPlan(TrainingPlan):
         if sums is None or float(sums[-1]) == 0:
             return
         means = sums[:-1] / sums[-1]
-        self.log(f"{split}_loss", means[0], prog_bar=split == "train")
-        self.log(f"classifier_cross_entropy_{split}", means[1])
-        self.log(f"classifier_accuracy_{split}", means[2])
+        log = {"sync_dist": self.use_sync_dist}  # under DDP: the mean over every process
+        self.log(f"{split}_loss", means[0], prog_bar=split == "train", **log)
+        self.log(f"classifier_cross_entropy_{split}", means[1], **log)
+        self.log(f"classifier_accuracy_{split}", means[2], **log)
+
+    def compute_and_log_metrics(self, loss_output, metrics, mode):
+        """:meth:`scvi.train.TrainingPlan.compute_and_log_metrics`, with the module's extra
+        metrics (mixing penalty, classifier loss and accuracy) logged here, outside its
+        ``torch.inference_mode``: metrics logged in inference mode cannot be reduced across
+        processes under DDP (in-place update of an inference tensor)."""
+        extra = dict(loss_output.extra_metrics or {})
+        loss_output.extra_metrics = {}
+        try:
+            super().compute_and_log_metrics(loss_output, metrics, mode)
+        finally:
+            loss_output.extra_metrics = extra
+        for key, value in extra.items():
+            self.log(
+                f"{key}_{mode}",
+                value.detach(),
+                on_step=self.on_step,
+                on_epoch=self.on_epoch,
+                batch_size=loss_output.n_obs_minibatch,
+                sync_dist=self.use_sync_dist,
+            )
 
     def on_train_epoch_end(self):
         if self.stage == "classifier":

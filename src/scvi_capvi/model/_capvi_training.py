@@ -87,7 +87,13 @@ class StagedTrainingMixin(RobustTrainingMixin):
         plan_kwargs
             Passed to :class:`~scvi_capvi.train.CapVITrainingPlan` (all stages).
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (all stages).
+            Passed to :class:`scvi.train.Trainer` (all stages), e.g. ``accelerator``
+            (``"auto"``: a GPU when there is one, ``"cpu"``), ``devices`` (a number of devices
+            or a list of their indices) and ``strategy``. Several devices, or several
+            machines: ``devices=N, strategy="ddp_find_unused_parameters_true"`` (Lightning's
+            DDP; each process sees its share of the cells, and q(c|x) receives no gradient in
+            stage 2, hence the ``find_unused_parameters`` variant). Launch the script with
+            ``torchrun`` or under SLURM as the user guide shows.
         """
         self._check_training_data()
         check_split(train_size, validation_size, batch_size)

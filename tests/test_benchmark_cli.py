@@ -1,5 +1,7 @@
 """``scvi-capvi benchmark`` end to end on a tiny dataset with held-out batches."""
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -70,3 +72,5 @@ def test_benchmark_cli_writes_every_report_file(tmp_path):
     assert "held-out batches" in report and "−655.85" in report and "quick" in report
     assert "![umap_toy.png](umap_toy.png)" in report
     assert "versions:" in report and "wall time" in report
+    peak = float(re.search(r"peak memory (\d+\.\d+) GiB resident", report).group(1))
+    assert 0.1 < peak < 64  # a process that imported torch and trained holds > 100 MiB

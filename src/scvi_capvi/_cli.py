@@ -138,7 +138,14 @@ def _benchmark(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         command="scvi-capvi " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
     )
+    from scvi_capvi.benchmark._report import peak_memory_gib
+
+    peak = peak_memory_gib()
     print(f"Wrote {args.out}/results.csv and {args.out}/report.md")
+    print(
+        f"Peak memory: {peak['process']:.2f} GiB resident (largest child process "
+        f"{peak['children']:.2f} GiB)"
+    )
     return 0
 
 

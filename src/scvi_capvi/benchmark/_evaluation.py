@@ -122,7 +122,7 @@ def evaluate_models(
 
 def scvi_marginal_ll(model, adata: AnnData, n_mc_samples: int) -> float:
     """scvi-tools' own estimator, averaged per cell (its ``return_mean`` averages per batch)."""
-    per_pass = default_samples_per_pass(n_mc_samples, 128, adata.n_vars)
+    per_pass = default_samples_per_pass(n_mc_samples, 128, adata.n_vars, device=model.device)
     ll = model.get_marginal_ll(
         adata, n_mc_samples=n_mc_samples, n_mc_samples_per_pass=per_pass, return_mean=False
     )

@@ -41,6 +41,18 @@ MAIN_COLUMNS = [
 ]
 
 
+def peak_memory_gib() -> dict[str, float]:
+    """Peak resident memory so far, in GiB: of this process and of its largest finished child
+    process (e.g. a Ray worker of the model selection), from ``getrusage``."""
+    import resource
+    import sys
+
+    # ru_maxrss is in KiB on Linux, in bytes on macOS
+    unit = 1 if sys.platform == "darwin" else 1024
+    flags = {"process": resource.RUSAGE_SELF, "children": resource.RUSAGE_CHILDREN}
+    return {who: resource.getrusage(flag).ru_maxrss * unit / 2**30 for who, flag in flags.items()}
+
+
 def environment() -> dict:
     import importlib.metadata as md
 
@@ -265,6 +277,7 @@ def write_report(
 ) -> Path:
     """``report.md``: settings, environment, one table per dataset, figures, the papers."""
     env = env or environment()
+    peak = peak_memory_gib()
     quick = config.max_epochs is not None
     lines = [
         "# scvi-capvi benchmark report",
@@ -276,7 +289,9 @@ def write_report(
             if quick
             else "full"
         ),
-        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; wall time {wall_seconds:.0f} s",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; wall time {wall_seconds:.0f} s; "
+        f"peak memory {peak['process']:.2f} GiB resident (largest child process "
+        f"{peak['children']:.2f} GiB)",
         f"- seed: {config.seed} (splits, training, probe, UMAP)",
         f"- hardware: {env['processor']}, {env['cpu_count']} CPUs visible, torch threads "
         f"{env['torch_threads']}, GPU: {env['cuda']}; {env['platform']}, Python {env['python']}",

@@ -19,14 +19,34 @@ def normalize_log1p(x: torch.Tensor, target_sum: float = TARGET_SUM) -> torch.Te
 
 
 # Upper bound on the number of (sample x cell x gene) values one importance-sampling pass
-# may hold: about 400 MB of float32 for each tensor of that size the decoder makes.
+# may hold on the CPU: about 400 MB of float32 for each tensor of that size the decoder makes.
 _IS_ELEMENT_BUDGET = 1e8
+# On a GPU the budget comes from its free memory: a pass holds about this many float32
+# tensors of (samples x cells x genes) at once (decoder activations, the NB's rate, dropout,
+# log-probability terms), and may use half of what is free.
+_IS_TENSORS_PER_PASS = 12
 
 
-def default_samples_per_pass(n_mc_samples: int, batch_size: int, n_genes: int) -> int:
-    """Number of importance samples decoded together so one pass stays within memory."""
+def element_budget(device: torch.device | str | None = None) -> float:
+    """Number of (sample x cell x gene) values one importance-sampling pass may hold on
+    ``device``: fixed on the CPU, from the free memory on a CUDA device."""
+    device = torch.device("cpu" if device is None else device)
+    if device.type != "cuda":
+        return _IS_ELEMENT_BUDGET
+    free, _ = torch.cuda.mem_get_info(device)
+    return 0.5 * free / (4 * _IS_TENSORS_PER_PASS)
+
+
+def default_samples_per_pass(
+    n_mc_samples: int,
+    batch_size: int,
+    n_genes: int,
+    device: torch.device | str | None = None,
+) -> int:
+    """Number of importance samples decoded together so one pass stays within memory
+    (:func:`element_budget` of ``device``)."""
     per_sample = max(1, batch_size * n_genes)
-    return int(max(1, min(n_mc_samples, _IS_ELEMENT_BUDGET // per_sample)))
+    return int(max(1, min(n_mc_samples, element_budget(device) // per_sample)))
 
 
 @torch.inference_mode()
@@ -64,7 +84,7 @@ class ChunkedMarginalLLMixin:
             raise ValueError(f"`n_mc_samples` must be >= 1, got {n_mc_samples}.")
         x = tensors[REGISTRY_KEYS.X_KEY]
         per_pass = n_mc_samples_per_pass or default_samples_per_pass(
-            n_mc_samples, x.shape[0], x.shape[-1]
+            n_mc_samples, x.shape[0], x.shape[-1], device=getattr(self, "device", None)
         )
         if per_pass < 1:
             raise ValueError(f"`n_mc_samples_per_pass` must be >= 1, got {per_pass}.")

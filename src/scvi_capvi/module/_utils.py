@@ -18,13 +18,16 @@ def normalize_log1p(x: torch.Tensor, target_sum: float = TARGET_SUM) -> torch.Te
     return torch.log1p(x / size * target_sum)
 
 
-# Upper bound on the number of (sample x cell x gene) values one importance-sampling pass
-# may hold on the CPU: about 400 MB of float32 for each tensor of that size the decoder makes.
-_IS_ELEMENT_BUDGET = 1e8
-# On a GPU the budget comes from its free memory: a pass holds about this many float32
-# tensors of (samples x cells x genes) at once (decoder activations, the NB's rate, dropout,
-# log-probability terms), and may use half of what is free.
+# A pass holds about this many float32 tensors of (samples x cells x genes) at once (the
+# decoder's outputs, the NB's rate and dropout, log-probability terms): measured, 1e8 values
+# per pass took a process from 0.84 to 5.61 GiB resident (48 bytes a value).
 _IS_TENSORS_PER_PASS = 12
+# Upper bound on the number of (sample x cell x gene) values one pass may hold on the CPU:
+# about 1.2 GB at 48 bytes a value (1e8, the budget before, took 5.61 GiB: the likely cause of
+# the 6.9 GB benchmark process; 2.5e7 peaked at 2.08 GiB and ran 10 % faster, same estimate:
+# pbmc68k_reduced, 1,000 samples, benchmarks/marginal_ll_memory.py).
+_IS_ELEMENT_BUDGET = 2.5e7
+# On a GPU the budget comes from its free memory: a pass may use half of what is free.
 
 
 def element_budget(device: torch.device | str | None = None) -> float:

@@ -1,0 +1,123 @@
+"""Atlas scale: CapVI (all three stages, one epoch each) and SCVI (one epoch) on 10k to 1M cells.
+
+Cells are resampled with replacement from a real dataset (default ``pbmc4k_10x_top2000``,
+2,000 genes) into a sparse CSR matrix that is never densified. Each (model, size) runs in a
+fresh process, which reports the seconds of each training epoch (stage), the seconds of
+``get_latent_representation``, ``predict`` (CapVI) and ``get_marginal_ll`` (100 samples) on a
+10,000-cell subset, and the process's peak resident memory.
+
+    OMP_NUM_THREADS=1 python benchmarks/atlas_scale.py --sizes 10000 100000 1000000
+
+Writes ``benchmarks/results/atlas_scale.csv`` (one row per model and size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import EpochTimer, environment, resample_cells, write
+
+SUBSET = 10_000
+
+
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def one(size: int, dataset: str, model_name: str, threads: int) -> dict:
+    import scipy.sparse as sp
+    import scvi
+    import torch
+
+    from scvi_capvi.benchmark import load_dataset
+    from scvi_capvi.model import CapVI
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    scvi.settings.seed = 0
+    adata = resample_cells(load_dataset(dataset), size)
+    adata.X = sp.csr_matrix(adata.X)
+    timer = EpochTimer()
+    quiet = {"enable_progress_bar": False, "callbacks": [timer], "early_stopping": False}
+    subset = np.random.default_rng(1).choice(size, min(SUBSET, size), replace=False)
+    start = time.perf_counter()
+    if model_name == "SCVI":
+        scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
+        model = scvi.model.SCVI(adata)
+        model.train(max_epochs=1, **quiet)
+    else:
+        CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch")
+        model = CapVI(adata)
+        model.train(classifier_epochs=1, frozen_epochs=1, max_epochs=1, **quiet)
+    train_seconds = time.perf_counter() - start
+    peak_train = _peak_gib()
+    timings = {}
+    t = time.perf_counter()
+    model.get_latent_representation(indices=subset)
+    timings["latent_10k_s"] = time.perf_counter() - t
+    if model_name == "CapVI":
+        t = time.perf_counter()
+        model.predict(indices=subset)
+        timings["predict_10k_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if model_name == "SCVI":
+        model.get_marginal_ll(indices=subset, n_mc_samples=100)
+    else:
+        model.get_marginal_ll(indices=subset, n_mc_samples=100, progress_bar=False)
+    timings["marginal_ll_10k_100_samples_s"] = time.perf_counter() - t
+    epochs = {f"epoch_s_{stage}": v[0] for stage, v in timer.seconds.items()}
+    return {
+        "model": model_name,
+        "n_cells": size,
+        "n_genes": adata.n_vars,
+        **epochs,
+        "epoch_s_per_1k_cells": sum(epochs.values()) / len(epochs) / (size / 1000),
+        "train_s": train_seconds,
+        **timings,
+        "peak_rss_gib_after_training": peak_train,
+        "peak_rss_gib": _peak_gib(),
+        "dataset": f"{dataset} (cells resampled with replacement, CSR)",
+        **{f"env_{k}": v for k, v in environment().items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--dataset", default="pbmc4k_10x_top2000")
+    parser.add_argument("--models", nargs="+", default=["SCVI", "CapVI"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(one(args.one, args.dataset, args.model, args.threads)))
+        return
+    rows = []
+    for size in args.sizes:
+        for model in args.models:
+            cmd = [sys.executable, __file__, "--one", str(size), "--model", model]
+            cmd += ["--dataset", args.dataset, "--threads", str(args.threads)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{model} at {size} cells failed:\n{done.stderr[-2000:]}", flush=True)
+                continue
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+            write("atlas_scale", pd.DataFrame(rows))  # after every run: partial results stay
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

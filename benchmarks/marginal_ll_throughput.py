@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -181,7 +182,7 @@ def main() -> None:
     table["dataset"] = args.dataset
     for key, value in environment().items():
         table[key] = value
-    path = write("marginal_ll_throughput", table)
+    path = write("marginal_ll_throughput" + (f"_{args.tag}" if args.tag else ""), table)
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         shown = [
             "estimator",

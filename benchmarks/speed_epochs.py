@@ -22,7 +22,7 @@ import scvi
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import EpochTimer, environment, write
+from _common import EpochTimer, environment, resample_cells, write
 
 from scvi_capvi.benchmark import load_dataset
 from scvi_capvi.benchmark._recipes import PAPER_ARCHITECTURE, SCVI_PAPER_MODEL
@@ -36,11 +36,17 @@ def main() -> None:
     parser.add_argument("--max-cells", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument(
+        "--resample", type=int, default=None, help="resample this many cells with replacement"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scvi.settings.seed = 0
     warnings.simplefilter("ignore")
     adata = load_dataset(args.dataset, max_cells=args.max_cells)
+    if args.resample:
+        adata = resample_cells(adata, args.resample)
     quiet = {"enable_progress_bar": False, "accelerator": args.accelerator}
     rows = []
 
@@ -90,7 +96,7 @@ def main() -> None:
     table["dataset"] = args.dataset
     for key, value in environment().items():
         table[key] = value
-    path = write("speed_epochs", table)
+    path = write("speed_epochs" + (f"_{args.tag}" if args.tag else ""), table)
     print(table[["model", "seconds_per_epoch", "ratio_to_SCVI"]].to_string(index=False))
     print(f"{adata.n_obs} cells x {adata.n_vars} genes, {args.epochs} epochs each; wrote {path}")
 

@@ -46,7 +46,10 @@ def one(size: int, dataset: str, model_name: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
     scvi.settings.seed = 0
-    adata = resample_cells(load_dataset(dataset), size)
+    source = load_dataset(dataset)
+    # one copy of the counts, in .X (the file keeps them in a layer too)
+    source.layers = {}
+    adata = resample_cells(source, size)
     adata.X = sp.csr_matrix(adata.X)
     timer = EpochTimer()
     quiet = {"enable_progress_bar": False, "callbacks": [timer], "early_stopping": False}

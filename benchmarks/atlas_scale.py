@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="pbmc4k_10x_top2000")
     parser.add_argument("--models", nargs="+", default=["SCVI", "CapVI"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,7 +119,7 @@ def main() -> None:
                 continue
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-            write("atlas_scale", pd.DataFrame(rows))  # after every run: partial results stay
+            write("atlas_scale" + (f"_{args.tag}" if args.tag else ""), pd.DataFrame(rows))  # after every run: partial results stay
     print(pd.DataFrame(rows).to_string(index=False))
 
 

@@ -119,7 +119,8 @@ def main() -> None:
                 continue
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-            write("atlas_scale" + (f"_{args.tag}" if args.tag else ""), pd.DataFrame(rows))  # after every run: partial results stay
+            # after every run, so partial results stay
+            write("atlas_scale" + (f"_{args.tag}" if args.tag else ""), pd.DataFrame(rows))
     print(pd.DataFrame(rows).to_string(index=False))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -32,7 +31,9 @@ SUBSET = 10_000
 
 
 def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    from scvi_capvi.benchmark._report import peak_memory_gib
+
+    return peak_memory_gib()["process"]
 
 
 def one(size: int, dataset: str, model_name: str, threads: int) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -28,7 +27,9 @@ from _common import write
 
 
 def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    from scvi_capvi.benchmark._report import peak_memory_gib
+
+    return peak_memory_gib()["process"]
 
 
 def one(budget: float, dataset: str, n_mc_samples: int) -> dict:

@@ -43,6 +43,8 @@ import scvi
 import torch
 
 from scvi_capvi.benchmark import (
+    ARCHES_NETWORK,
+    SCARCHES_QUERY_TRAIN,
     FitResult,
     Split,
     fit_capvi,
@@ -68,21 +70,6 @@ TRANSFER_QUERIES = {
     "kang2018_pbmc_ifnb_muscat_subset": "stim107",
     "cellbench_lung_cell_lines": "sc_dropseq",
 }
-# scvi-tools' scArches tutorial: the reference SCVI's architecture for query mapping
-ARCHES_NETWORK = {
-    "use_layer_norm": "both",
-    "use_batch_norm": "none",
-    "encode_covariates": True,
-    "dropout_rate": 0.2,
-    "n_layers": 2,
-}
-SCARCHES_QUERY_TRAIN = {
-    "max_epochs": 100,
-    "plan_kwargs": {"weight_decay": 0.0},
-    "check_val_every_n_epoch": 10,
-}
-
-
 def scvi_epochs(budget: int, n_obs: int) -> int:
     """The SCVI epochs: ``budget``, capped by scvi-tools' own heuristic for ``n_obs`` cells."""
     return min(budget, scvi.model._utils.get_max_epochs_heuristic(n_obs))

@@ -11,6 +11,7 @@ from test_capvi_model import QUIET, SMALL, synthetic_adata
 from scvi_capvi.benchmark import leave_one_type_out
 from scvi_capvi.metrics import expected_calibration_error
 from scvi_capvi.model import CapVI
+from scvi_capvi.model._novelty import NOVELTY_METHODS, conformal_threshold
 
 
 def _toy_with_hidden_type(seed=0):
@@ -31,7 +32,7 @@ def hidden_model():
     return model, adata, hidden
 
 
-@pytest.mark.parametrize("method", ["latent", "entropy", "combined"])
+@pytest.mark.parametrize("method", ["ensemble", "latent", "entropy", "combined"])
 def test_novelty_score_ranks_never_labelled_cluster_first(hidden_model, method):
     model, adata, hidden = hidden_model
     assert model.cell_types.tolist() == ["T0", "T1", "T2"]
@@ -40,10 +41,26 @@ def test_novelty_score_ranks_never_labelled_cluster_first(hidden_model, method):
     assert roc_auc_score(hidden, score) > 0.9
 
 
+def test_reconstruction_and_ensemble_rank_a_type_absent_from_training_first():
+    # the realistic case: the reference never had the type (in `hidden_model` its cells are
+    # in the training data, so the decoder learns to reconstruct them)
+    scvi.settings.seed = 0
+    adata, hidden = _toy_with_hidden_type(seed=1)
+    reference = adata[~hidden].copy()
+    CapVI.setup_anndata(reference, labels_key="cell_type", batch_key="batch", layer="counts")
+    model = CapVI(reference, **SMALL)
+    model.train(max_epochs=30, classifier_epochs=30, frozen_epochs=30, train_size=0.8, **QUIET)
+    query = adata.copy()
+    query.obs["cell_type"] = "Unknown"
+    for method in ("reconstruction", "ensemble"):
+        score = model.get_novelty_score(query, method=method)
+        assert roc_auc_score(hidden, score) > 0.9, method
+
+
 def test_every_novelty_method_gives_one_finite_float_per_cell(hidden_model):
     model, adata, _ = hidden_model
     idx = np.arange(0, adata.n_obs, 7)
-    for method in ("prior", "latent", "entropy", "max_prob", "combined"):
+    for method in NOVELTY_METHODS:
         score = model.get_novelty_score(indices=idx, method=method)
         assert score.shape == (len(idx),) and np.isfinite(score).all()
     combined = model.get_novelty_score(method="combined")
@@ -62,6 +79,39 @@ def test_prior_score_is_minus_log_mixture_density_at_posterior_mean(hidden_model
     expected = -torch.logsumexp(comp + torch.log_softmax(module.prior.logits, -1), -1)
     np.testing.assert_allclose(
         model.get_novelty_score(indices=idx, method="prior"), expected.detach().numpy(), rtol=1e-4
+    )
+
+
+def test_reconstruction_and_ensemble_scores_closed_form(hidden_model):
+    model, adata, _ = hidden_model
+    idx = np.arange(12)
+    module = model.module.eval()
+    tensors = next(iter(model._make_data_loader(adata=adata, indices=idx, batch_size=12)))
+    with torch.inference_mode():
+        inf = module.inference(**module._get_inference_input(tensors))
+        gen = module.generative(
+            **module._get_generative_input(tensors, {**inf, "z": inf["qz"].loc})
+        )
+    mu, theta, x = gen["px"].mu, gen["px"].theta, tensors["X"]
+    expected = ((x - mu) ** 2 / (mu + mu**2 / theta)).mean(-1).numpy()
+    recon = model.get_novelty_score(indices=idx, method="reconstruction")
+    np.testing.assert_allclose(recon, expected, rtol=1e-5)
+    # "ensemble": both scores standardised by their median and MAD over annotated training cells
+    train = model.train_indices[model._is_labelled(model.train_indices)]
+    parts = [
+        model.get_novelty_score(indices=train, method=m) for m in ("latent", "reconstruction")
+    ]
+    loc = module.novelty_location.numpy()
+    scale = module.novelty_scale.numpy()
+    np.testing.assert_allclose(loc, [np.median(p) for p in parts], rtol=1e-5)
+    np.testing.assert_allclose(
+        scale, [np.median(np.abs(p - np.median(p))) for p in parts], rtol=1e-5
+    )
+    latent = model.get_novelty_score(indices=idx, method="latent")
+    np.testing.assert_allclose(
+        model.get_novelty_score(indices=idx, method="ensemble"),
+        (latent - loc[0]) / scale[0] + (recon - loc[1]) / scale[1],
+        rtol=1e-6,
     )
 
 
@@ -84,6 +134,21 @@ def test_predict_calls_unknown_exactly_above_the_threshold(hidden_model):
         model.predict(unknown_threshold=threshold, unknown_label="T0")
     with pytest.raises(ValueError, match="false_unknown_rate"):
         model.get_novelty_threshold(false_unknown_rate=1.5)
+
+
+def test_conformal_threshold_known_answer_and_its_guarantee():
+    # 19 scores 1..19, 10 %: the ceil(20 * 0.9) = 18th smallest
+    assert conformal_threshold(np.arange(19, 0, -1), 0.1) == 18
+    # exchangeable calibration and test scores: the rate above the threshold is at most the
+    # target and at least target - 1 / (n + 1), on average over draws
+    rng = np.random.default_rng(0)
+    rates = []
+    for _ in range(2000):
+        draws = rng.standard_normal(60)
+        rates.append(np.mean(draws[40:] > conformal_threshold(draws[:40], 0.05)))
+    assert 0.05 - 1 / 41 - 0.005 < np.mean(rates) <= 0.05 + 0.005
+    with pytest.raises(ValueError, match="needs at least 19 calibration cells"):
+        conformal_threshold(np.arange(10.0), 0.05)
 
 
 def test_temperature_scaling_fixes_an_over_confident_classifier(tmp_path):
@@ -119,14 +184,14 @@ def test_temperature_scaling_fixes_an_over_confident_classifier(tmp_path):
     pd.testing.assert_frame_equal(loaded.predict(soft=True), model.predict(soft=True))
 
 
-def test_gmvae_supports_the_prior_and_latent_scores_only():
+def test_gmvae_supports_the_scores_without_the_classifier_only():
     scvi.settings.seed = 0
     adata = synthetic_adata(n_cells=120, n_genes=20)
     CapVI.setup_anndata(adata, batch_key="batch", layer="counts")
     model = CapVI(adata, n_components=3, **SMALL)
     model.train(max_epochs=2, **QUIET)
-    assert np.isfinite(model.get_novelty_score(method="prior")).all()
-    assert np.isfinite(model.get_novelty_score(method="latent")).all()
+    for method in ("ensemble", "reconstruction", "prior", "latent"):
+        assert np.isfinite(model.get_novelty_score(method=method)).all()
     with pytest.raises(ValueError, match="GMVAE"):
         model.get_novelty_score(method="entropy")
 
@@ -145,7 +210,7 @@ def test_expected_calibration_error_known_answers():
         expected_calibration_error(probs * 2, [0, 1, 0, 1])
 
 
-@pytest.mark.parametrize("mode", ["unlabelled", "removed"])
+@pytest.mark.parametrize("mode", ["unlabelled", "removed", "query"])
 def test_leave_one_type_out_scores_each_hidden_type(mode):
     scvi.settings.seed = 0
     adata = synthetic_adata(n_cells=240, n_genes=30, n_types=3, seed=2)
@@ -155,19 +220,39 @@ def test_leave_one_type_out_scores_each_hidden_type(mode):
         adata,
         hidden_types=["T1"],
         mode=mode,
+        query_batches=["b2"] if mode == "query" else None,
         capvi_kwargs=SMALL,
         capvi_train_kwargs={"max_epochs": 2, "frozen_epochs": 2, "classifier_epochs": 2},
+        query_train_kwargs={"max_epochs": 2},
         scvi_max_epochs=2,
         scanvi_train_kwargs={"max_epochs": 1},
         progress_bar=False,
     )
     assert frame.index.tolist() == ["T1"]
     row = frame.loc["T1"]
-    assert row["n_test_hidden"] + row["n_test_known"] == 60
-    for col in ("auroc_prior", "auroc_latent", "auroc_combined", "auroc_scanvi_max_prob"):
+    n_query = (adata.obs["batch"] == "b2").sum() if mode == "query" else 60
+    assert row["n_query_hidden"] + row["n_query_known"] == n_query
+    for col in (
+        "auroc_ensemble",
+        "auroc_reconstruction",
+        "auroc_latent",
+        "auroc_scanvi_max_prob",
+        "auroc_scanvi_entropy",
+    ):
         assert 0 <= row[col] <= 1
-    for col in ("known_accuracy", "known_accuracy_with_unknown", "ece_before", "ece_after"):
-        assert 0 <= row[col] <= 1
-    assert row["known_accuracy_with_unknown"] <= row["known_accuracy"]
+    for prefix in ("", "scanvi_"):
+        for col in (
+            "known_accuracy",
+            "known_accuracy_with_unknown",
+            "false_unknown_rate",
+            "hidden_called_unknown",
+        ):
+            assert 0 <= row[prefix + col] <= 1
+        assert row[prefix + "known_accuracy_with_unknown"] <= row[prefix + "known_accuracy"]
+    assert 0 <= row["ece_after"] <= 1
     with pytest.raises(ValueError, match="hidden_types"):
         leave_one_type_out(adata, hidden_types=["T9"])
+    with pytest.raises(ValueError, match="query_batches"):
+        leave_one_type_out(adata, mode="query", query_batches=["b1", "b2"])
+    with pytest.raises(ValueError, match="query_batches"):
+        leave_one_type_out(adata, mode="removed", query_batches=["b2"])

@@ -14,6 +14,8 @@ from ._methods import METHODS, Method, MethodOutput, MethodSkipped
 from ._novelty import leave_one_type_out
 from ._quickstart import quickstart
 from ._recipes import (
+    ARCHES_NETWORK,
+    SCARCHES_QUERY_TRAIN,
     FitResult,
     fit_capvi,
     fit_scanvi_from_scvi,
@@ -25,7 +27,9 @@ from ._splits import Split, cell_split, make_split
 from ._suite import run_benchmark
 
 __all__ = [
+    "ARCHES_NETWORK",
     "METHODS",
+    "SCARCHES_QUERY_TRAIN",
     "BenchmarkConfig",
     "FitResult",
     "Method",

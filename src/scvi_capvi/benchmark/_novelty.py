@@ -2,14 +2,24 @@
 (:cite:p:`Clivio22`, §5).
 
 For each annotated cell type in turn, the type is hidden from training and the trained model
-scores the held-out test cells: can it tell the hidden type's cells from the known ones, does
-it still label the known ones right, and are its probabilities calibrated? scANVI's maximum
-posterior probability :cite:p:`Xu21` on the same split is the baseline.
+scores cells it has not seen: can it tell the hidden type's cells from the known ones, does it
+still label the known ones right, and are its probabilities calibrated? scANVI's maximum
+posterior probability and entropy :cite:p:`Xu21` on the same split are the baselines.
+
+Three protocols (``mode``):
+
+* ``"unlabelled"``: the hidden type's cells stay in the training data, unannotated;
+* ``"removed"``: they are removed from the training data (a reference that never had them);
+* ``"query"``: the reference is every batch but ``query_batches``, without the hidden type;
+  the query batches (all types) are mapped onto it with ``load_query_data`` (scArches,
+  :cite:p:`Lotfollahi21`) and scored, as a new patient or lab would be.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -20,23 +30,66 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from scvi_capvi.metrics import accuracy, expected_calibration_error
-from scvi_capvi.model._novelty import NOVELTY_METHODS
+from scvi_capvi.model import CapVI
+from scvi_capvi.model._novelty import DEFAULT_NOVELTY_METHOD, NOVELTY_METHODS, conformal_threshold
 
 from ._datasets import UNLABELED
-from ._recipes import fit_capvi, fit_scvi
+from ._recipes import (
+    ARCHES_NETWORK,
+    SCARCHES_QUERY_TRAIN,
+    fit_capvi,
+    fit_scanvi_from_scvi,
+    fit_scvi_as_users_run_it,
+)
 from ._splits import Split
 
+Mode = Literal["unlabelled", "removed", "query"]
+MODES = ("unlabelled", "removed", "query")
+_QUIET = {"enable_progress_bar": False}
 
-def _training_cells(
-    ref: AnnData, labels_key: str, hidden: str, mode: Literal["unlabelled", "removed"]
-) -> AnnData:
-    labels = ref.obs[labels_key].astype(str).to_numpy()
-    if mode == "removed":
-        ref = ref[labels != hidden].copy()
-        ref.obs[labels_key] = pd.Categorical(labels[labels != hidden])
+
+@dataclass
+class _Task:
+    """What one protocol gives the models: reference cells, query cells and their types."""
+
+    reference: AnnData
+    query: AnnData
+    y_query: np.ndarray
+    train_size: float
+
+
+def _tasks(adata, labels_key, batch_key, mode, query_batches, fractions, seed) -> _Task:
+    labels = adata.obs[labels_key].astype(str).to_numpy()
+    if mode == "query":
+        batches = adata.obs[batch_key].astype(str).to_numpy()
+        is_query = np.isin(batches, [str(b) for b in query_batches])
+        reference, query, y_query = (
+            adata[~is_query].copy(),
+            adata[is_query].copy(),
+            labels[is_query],
+        )
+        train_size = fractions[0] / (fractions[0] + fractions[1])
     else:
+        split = Split.by_cells(adata.n_obs, fractions, seed)
+        reference, query, y_query = (
+            adata[split.fit].copy(),
+            adata[split.test].copy(),
+            labels[split.test],
+        )
+        train_size = split.train_size
+    # nothing about the query cells' types is given away
+    query.obs[labels_key] = pd.Categorical([UNLABELED] * query.n_obs)
+    return _Task(reference, query, y_query, train_size)
+
+
+def _training_cells(ref: AnnData, labels_key: str, hidden: str, mode: Mode) -> AnnData:
+    labels = ref.obs[labels_key].astype(str).to_numpy()
+    if mode == "unlabelled":
         ref = ref.copy()
         ref.obs[labels_key] = pd.Categorical(np.where(labels == hidden, UNLABELED, labels))
+    else:
+        ref = ref[labels != hidden].copy()
+        ref.obs[labels_key] = pd.Categorical(labels[labels != hidden])
     return ref
 
 
@@ -44,13 +97,111 @@ def _auroc(is_hidden: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(is_hidden, score)) if 0 < is_hidden.sum() < len(score) else np.nan
 
 
-def _scanvi_scores(scvi_model, ref, query, labels_key, train_kwargs) -> dict[str, np.ndarray]:
-    model = scvi.model.SCANVI.from_scvi_model(
-        scvi_model, unlabeled_category=UNLABELED, labels_key=labels_key, adata=ref
+def _entropy(probs: np.ndarray) -> np.ndarray:
+    return -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1)
+
+
+def _unknown_call_metrics(prefix, y, pred, unknown, is_hidden) -> dict[str, float]:
+    known = ~is_hidden
+    return {
+        f"{prefix}known_accuracy": accuracy(y[known], pred[known]),
+        f"{prefix}known_accuracy_with_unknown": float(
+            np.mean((pred[known] == y[known]) & ~unknown[known])
+        ),
+        f"{prefix}false_unknown_rate": float(np.mean(unknown[known])),
+        f"{prefix}hidden_called_unknown": float(np.mean(unknown[is_hidden])),
+    }
+
+
+def _capvi_row(model, scorer, target, y, is_hidden, rate, unknown_method) -> dict:
+    """AUROC of every novelty score, the unknown call and calibration, for CapVI."""
+    row = {}
+    for method in NOVELTY_METHODS:
+        if method == "combined" and scorer is not model:
+            # its quantiles need the annotated validation cells, which a query model lacks
+            row[f"auroc_{method}"] = np.nan
+            continue
+        row[f"auroc_{method}"] = _auroc(is_hidden, scorer.get_novelty_score(target, method=method))
+    threshold = model.get_novelty_threshold(rate, method=unknown_method)
+    logits, _ = scorer._classifier_pass(target, None, None, latent=False)
+    pred = np.asarray(scorer.cell_types)[logits.argmax(1)]
+    unknown = scorer.get_novelty_score(target, method=unknown_method) > threshold
+    row.update(_unknown_call_metrics("", y, pred, unknown, is_hidden))
+    row["temperature"] = scorer.classifier_temperature
+    known = ~is_hidden
+    for name, calibrated in (("ece_before", False), ("ece_after", True)):
+        probs = scorer._probabilities(logits[known], calibrated=calibrated)
+        row[name] = expected_calibration_error(probs, y[known], scorer.cell_types)
+    return row
+
+
+def _fit_capvi(ref, task, mode, labels_key, batch_key, capvi_kwargs, train_kwargs, query_kwargs):
+    """CapVI on the reference; in the query protocol also the query model (else ``None``)."""
+    fit = fit_capvi(
+        ref,
+        task.train_size,
+        labels_key=labels_key,
+        batch_key=batch_key,
+        model_kwargs=capvi_kwargs,
+        train_kwargs=train_kwargs,
     )
-    model.train(**train_kwargs)
-    probs = model.predict(query, soft=True)
-    return {"probs": probs, "pred": probs.columns.to_numpy()[probs.to_numpy().argmax(1)]}
+    if mode != "query":
+        return fit, None
+    query_model = CapVI.load_query_data(task.query.copy(), fit.model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No annotated cell")
+        query_model.train(**{**_QUIET, "max_epochs": 100, **(query_kwargs or {})})
+    return fit, query_model
+
+
+def _scanvi_row(
+    ref, task, mode, labels_key, batch_key, scvi_max_epochs, scanvi_kwargs, y, is_hidden, rate
+) -> dict:
+    """SCANVI as scvi-tools' tutorials run it, scored by max-probability and entropy."""
+    network = ARCHES_NETWORK if mode == "query" else {}
+    data = ref.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scvi_fit = fit_scvi_as_users_run_it(
+            data,
+            task.train_size,
+            batch_key=batch_key,
+            max_epochs=scvi_max_epochs,
+            model_kwargs=network,
+            train_kwargs=_QUIET,
+        )
+        fit = fit_scanvi_from_scvi(
+            scvi_fit,
+            labels_key=labels_key,
+            unlabeled_category=UNLABELED,
+            train_size=task.train_size,
+            train_kwargs={**_QUIET, **(scanvi_kwargs or {})},
+        )
+    model = fit.model
+    if mode == "query":
+        query = task.query.copy()
+        scvi.model.SCANVI.prepare_query_anndata(query, model)
+        query_model = scvi.model.SCANVI.load_query_data(query, model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            query_model.train(**SCARCHES_QUERY_TRAIN, **_QUIET)
+        probs = query_model.predict(soft=True)
+    else:
+        probs = model.predict(task.query, soft=True)
+    known_val = np.asarray(model.validation_indices)
+    known_val = known_val[(data.obs[labels_key].astype(str).to_numpy()[known_val] != UNLABELED)]
+    val_probs = model.predict(data, indices=known_val, soft=True).to_numpy()
+    p = probs.to_numpy()
+    pred = probs.columns.to_numpy().astype(str)[p.argmax(1)]
+    row = {
+        "auroc_scanvi_max_prob": _auroc(is_hidden, 1 - p.max(1)),
+        "auroc_scanvi_entropy": _auroc(is_hidden, _entropy(p)),
+        "scanvi_ece": expected_calibration_error(p[~is_hidden], y[~is_hidden], probs.columns),
+        "scanvi_seconds": fit.seconds,
+    }
+    threshold = conformal_threshold(1 - val_probs.max(1), rate)
+    row.update(_unknown_call_metrics("scanvi_", y, pred, 1 - p.max(1) > threshold, is_hidden))
+    return row
 
 
 def leave_one_type_out(
@@ -59,24 +210,21 @@ def leave_one_type_out(
     labels_key: str = "cell_type",
     batch_key: str | None = "batch",
     hidden_types: list[str] | None = None,
-    mode: Literal["unlabelled", "removed"] = "unlabelled",
+    mode: Mode = "removed",
+    query_batches: list[str] | None = None,
     fractions: tuple[float, float, float] = (0.5, 0.25, 0.25),
     seed: int = 0,
     false_unknown_rate: float = 0.05,
-    unknown_method: str = "combined",
+    unknown_method: str = DEFAULT_NOVELTY_METHOD,
     capvi_kwargs: dict | None = None,
     capvi_train_kwargs: dict | None = None,
+    query_train_kwargs: dict | None = None,
     scanvi: bool = True,
     scvi_max_epochs: int | None = None,
     scanvi_train_kwargs: dict | None = None,
     progress_bar: bool = True,
 ) -> pd.DataFrame:
     """Hide each cell type from training in turn and score unknown-type detection.
-
-    Cells are split once (seeded ``fractions`` of train / validation / test). For each hidden
-    type, CapVI is trained on the training and validation cells with that type's labels
-    hidden (``mode="unlabelled"``: its cells stay in the data, unannotated) or its cells
-    removed (``mode="removed"``); the test cells (all types) are then scored.
 
     Parameters
     ----------
@@ -87,38 +235,60 @@ def leave_one_type_out(
     hidden_types
         Types to hide, one run each; default every type.
     mode
-        ``"unlabelled"`` or ``"removed"`` (see above).
+        ``"removed"`` (default), ``"unlabelled"`` or ``"query"`` (see the module docstring).
+    query_batches
+        The query's batches (``mode="query"`` only).
     fractions, seed
-        The cell split.
+        ``"removed"``/``"unlabelled"``: seeded train / validation / test fractions of the
+        cells (test cells are scored). ``"query"``: the reference's cells are split into
+        training and validation cells in the ratio of the first two fractions.
     false_unknown_rate
-        Target fraction of known validation cells called unknown; sets the threshold of
-        ``predict(unknown_threshold=...)``.
+        Target fraction of known cells called unknown: the split-conformal threshold over the
+        reference's validation cells (for CapVI and for SCANVI's max-probability).
     unknown_method
-        The novelty score used for the unknown call.
+        The CapVI novelty score used for the unknown call.
     capvi_kwargs, capvi_train_kwargs
         Passed to :class:`~scvi_capvi.model.CapVI` and its ``train``.
+    query_train_kwargs
+        ``train`` arguments of CapVI's query model (default ``max_epochs=100``).
     scanvi
-        Also train scvi-tools' SCANVI (from an SCVI with the same architecture) as baseline.
+        Also run scvi-tools' SCANVI as its tutorials do (SCVI at its defaults, then
+        ``SCANVI.from_scvi_model``; in the query protocol the scArches tutorial's network,
+        ``load_query_data`` and its query training).
     scvi_max_epochs, scanvi_train_kwargs
-        Epochs of the SCVI pre-training and ``SCANVI.train`` arguments.
+        Epochs of the SCVI pre-training (default scvi-tools' heuristic) and
+        ``SCANVI.train`` arguments (default the tutorial's).
     progress_bar
         Show progress over the hidden types.
 
     Returns
     -------
     One row per hidden type: AUROC of every CapVI novelty score (``auroc_<method>``) and of
-    SCANVI's ``1 - max posterior`` for hidden-vs-known test cells; accuracy on the known
-    test cells without (``known_accuracy``) and with the unknown option
-    (``known_accuracy_with_unknown``; an unknown call counts as an error), the fraction of
-    hidden-type test cells called unknown (``hidden_called_unknown``); ECE of the soft
-    predictions on known test cells before and after temperature scaling.
+    SCANVI's ``1 - max posterior`` and entropy for hidden-vs-known query cells. For CapVI
+    (no prefix) and SCANVI (``scanvi_``) with the unknown option: accuracy on the known query
+    cells without (``known_accuracy``) and with it (``known_accuracy_with_unknown``; an
+    unknown call counts as an error), the fraction of known cells called unknown
+    (``false_unknown_rate``, to compare with the target) and of hidden-type cells
+    (``hidden_called_unknown``). ECE of the soft predictions on known query cells before and
+    after temperature scaling.
     """
-    if mode not in ("unlabelled", "removed"):
-        raise ValueError(f"`mode` must be 'unlabelled' or 'removed', got {mode!r}.")
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
     if labels_key not in adata.obs:
         raise KeyError(f"`labels_key` {labels_key!r} is not a column of adata.obs.")
     if unknown_method not in NOVELTY_METHODS:
         raise ValueError(f"`unknown_method` must be one of {NOVELTY_METHODS}.")
+    if mode == "query":
+        if batch_key is None or batch_key not in adata.obs:
+            raise ValueError("mode='query' needs a `batch_key` column of adata.obs.")
+        batches = set(adata.obs[batch_key].astype(str))
+        if not query_batches or not set(map(str, query_batches)) < batches:
+            raise ValueError(
+                "mode='query' needs `query_batches`: some but not all of the batches "
+                f"{sorted(batches)}; got {query_batches!r}."
+            )
+    elif query_batches is not None:
+        raise ValueError("`query_batches` is only used with mode='query'.")
     labels = adata.obs[labels_key].astype(str).to_numpy()
     types = np.unique(labels)
     hidden_types = list(types) if hidden_types is None else list(hidden_types)
@@ -128,90 +298,52 @@ def leave_one_type_out(
     if len(types) < 3:
         raise ValueError("Leave-one-type-out needs at least 3 cell types (2 stay known).")
 
-    split = Split.by_cells(adata.n_obs, fractions, seed)
-    train_size = split.train_size
-    reference = adata[split.fit].copy()
-    query = adata[split.test].copy()
-    query.obs[labels_key] = UNLABELED  # nothing about the test cells' types is given away
-    y_test = labels[split.test]
-    split_kwargs = {"train_size": train_size, "validation_size": 1 - train_size}
-    capvi_train_kwargs = {"enable_progress_bar": False, **(capvi_train_kwargs or {})}
-    # drop_last: a last minibatch of one cell breaks SCANVI's BatchNorm
-    scanvi_train_kwargs = {
-        "enable_progress_bar": False,
-        **split_kwargs,
-        "datasplitter_kwargs": {"drop_last": True},
-        **(scanvi_train_kwargs or {}),
-    }
-
-    shared_scvi = None
+    task = _tasks(adata, labels_key, batch_key, mode, query_batches, fractions, seed)
+    y = task.y_query
+    capvi_train_kwargs = {**_QUIET, **(capvi_train_kwargs or {})}
     rows = []
     for hidden in tqdm(
         hidden_types, desc=f"leave one type out ({mode})", disable=not progress_bar
     ):
         start = time.perf_counter()
-        ref = _training_cells(reference, labels_key, hidden, mode)
-        fit = fit_capvi(
+        ref = _training_cells(task.reference, labels_key, hidden, mode)
+        fit, query_model = _fit_capvi(
             ref,
-            train_size,
-            labels_key=labels_key,
-            batch_key=batch_key,
-            model_kwargs=capvi_kwargs,
-            train_kwargs=capvi_train_kwargs,
+            task,
+            mode,
+            labels_key,
+            batch_key,
+            capvi_kwargs,
+            capvi_train_kwargs,
+            query_train_kwargs,
         )
-        model = fit.model
-        is_hidden = y_test == hidden
-        known = ~is_hidden
+        is_hidden = y == hidden
         row: dict[str, object] = {
             "hidden_type": hidden,
             "mode": mode,
-            "n_test_hidden": int(is_hidden.sum()),
-            "n_test_known": int(known.sum()),
+            "n_query_hidden": int(is_hidden.sum()),
+            "n_query_known": int((~is_hidden).sum()),
         }
-        for method in NOVELTY_METHODS:
-            score = model.get_novelty_score(query, method=method)
-            row[f"auroc_{method}"] = _auroc(is_hidden, score)
-        logits, _ = model._classifier_pass(query, None, None, latent=False)
-        pred = model.cell_types[logits.argmax(1)]
-        threshold = model.get_novelty_threshold(false_unknown_rate, method=unknown_method)
-        pred_unknown = model.predict(
-            query, unknown_threshold=threshold, novelty_method=unknown_method
+        scorer, target = (query_model, None) if mode == "query" else (fit.model, task.query)
+        row.update(
+            _capvi_row(fit.model, scorer, target, y, is_hidden, false_unknown_rate, unknown_method)
         )
-        row["known_accuracy"] = accuracy(y_test[known], pred[known])
-        row["known_accuracy_with_unknown"] = accuracy(y_test[known], pred_unknown[known])
-        row["hidden_called_unknown"] = float(np.mean(pred_unknown[is_hidden] == "unknown"))
-        row["temperature"] = model.classifier_temperature
-        for name, calibrated in (("ece_before", False), ("ece_after", True)):
-            probs = model._probabilities(logits[known], calibrated=calibrated)
-            row[name] = expected_calibration_error(probs, y_test[known], model.cell_types)
         row["capvi_seconds"] = fit.seconds
-
         if scanvi:
-            start_scanvi = time.perf_counter()
-            if mode == "removed" or shared_scvi is None:
-                # SCVI ignores labels: with the hidden type only unannotated, one SCVI serves
-                # every hidden type
-                scvi_ref = ref.copy()
-                scvi_fit = fit_scvi(
-                    scvi_ref,
-                    train_size,
-                    batch_key=batch_key,
-                    max_epochs=scvi_max_epochs,
-                    train_kwargs={"enable_progress_bar": False},
+            row.update(
+                _scanvi_row(
+                    ref,
+                    task,
+                    mode,
+                    labels_key,
+                    batch_key,
+                    scvi_max_epochs,
+                    scanvi_train_kwargs,
+                    y,
+                    is_hidden,
+                    false_unknown_rate,
                 )
-                if mode == "unlabelled":
-                    shared_scvi = scvi_fit.model
-                scvi_model = scvi_fit.model
-            else:
-                scvi_model = shared_scvi
-            out = _scanvi_scores(scvi_model, ref, query, labels_key, scanvi_train_kwargs)
-            probs = out["probs"]
-            row["auroc_scanvi_max_prob"] = _auroc(is_hidden, 1 - probs.to_numpy().max(1))
-            row["scanvi_known_accuracy"] = accuracy(y_test[known], out["pred"][known])
-            row["scanvi_ece"] = expected_calibration_error(
-                probs.to_numpy()[known], y_test[known], probs.columns
             )
-            row["scanvi_seconds"] = time.perf_counter() - start_scanvi
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("hidden_type")
@@ -220,6 +352,7 @@ def leave_one_type_out(
             "seed": seed,
             "fractions": fractions,
             "mode": mode,
+            "query_batches": query_batches,
             "false_unknown_rate": false_unknown_rate,
         }
     )

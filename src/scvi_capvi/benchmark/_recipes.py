@@ -145,6 +145,22 @@ def fit_scvi(
 
 
 SCANVI_TUTORIAL_TRAIN = {"max_epochs": 20, "n_samples_per_label": 100}
+
+ARCHES_NETWORK = {
+    "use_layer_norm": "both",
+    "use_batch_norm": "none",
+    "encode_covariates": True,
+    "dropout_rate": 0.2,
+    "n_layers": 2,
+}
+"""The reference SCVI's network in scvi-tools' scArches tutorial (query mapping)."""
+
+SCARCHES_QUERY_TRAIN = {
+    "max_epochs": 100,
+    "plan_kwargs": {"weight_decay": 0.0},
+    "check_val_every_n_epoch": 10,
+}
+"""Query training after ``load_query_data`` in scvi-tools' scArches tutorial."""
 """``SCANVI.train`` arguments of scvi-tools' tutorials after ``SCANVI.from_scvi_model``."""
 
 

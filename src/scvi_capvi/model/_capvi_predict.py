@@ -9,7 +9,7 @@ import pandas as pd
 from scvi.data._utils import _assign_adata_uuid
 from scvi.model.base import BaseModelClass
 
-from ._novelty import NoveltyMethod
+from ._novelty import DEFAULT_NOVELTY_METHOD, NoveltyMethod
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,7 +43,7 @@ class PredictionMixin:
         soft: bool = False,
         batch_size: int | None = None,
         unknown_threshold: float | None = None,
-        novelty_method: NoveltyMethod = "prior",
+        novelty_method: NoveltyMethod = DEFAULT_NOVELTY_METHOD,
         unknown_label: str = "unknown",
     ) -> np.ndarray | pd.DataFrame:
         """Cell-type predictions of the classifier ``q(c|x)``.

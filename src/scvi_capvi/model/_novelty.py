@@ -24,11 +24,46 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
-NoveltyMethod = Literal["prior", "latent", "entropy", "max_prob", "combined"]
-NOVELTY_METHODS = ("prior", "latent", "entropy", "max_prob", "combined")
+NoveltyMethod = Literal[
+    "ensemble", "latent", "reconstruction", "prior", "entropy", "max_prob", "combined"
+]
+NOVELTY_METHODS = (
+    "ensemble",
+    "latent",
+    "reconstruction",
+    "prior",
+    "entropy",
+    "max_prob",
+    "combined",
+)
+DEFAULT_NOVELTY_METHOD = "ensemble"
+# the scores without q(c|x), which a CapVI without labels (GMVAE) also has
+_UNSUPERVISED_METHODS = ("ensemble", "latent", "reconstruction", "prior")
 # the two independent signals that "combined" averages (as validation quantiles)
 _COMBINED = ("latent", "entropy")
 TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def conformal_threshold(scores: np.ndarray, false_unknown_rate: float) -> float:
+    """Split-conformal threshold of a novelty score (Vovk et al. 2005; Angelopoulos & Bates
+    2023).
+
+    The ``ceil((n + 1)(1 - false_unknown_rate))``-th smallest of ``n`` calibration scores of
+    known cells. A new cell exchangeable with them scores above it with probability at most
+    ``false_unknown_rate`` and at least ``false_unknown_rate - 1 / (n + 1)`` (without ties),
+    whatever the score's distribution.
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(scores)
+    rank = int(np.ceil((n + 1) * (1 - false_unknown_rate)))
+    if rank > n:
+        raise ValueError(
+            f"`false_unknown_rate`={false_unknown_rate!r} needs at least "
+            f"{int(np.ceil((1 - false_unknown_rate) / false_unknown_rate - 1e-9))} calibration "
+            "cells of known "
+            f"types, got {n}."
+        )
+    return float(scores[max(rank, 1) - 1])
 
 
 class NoveltyMixin:
@@ -42,10 +77,13 @@ class NoveltyMixin:
         indices: Sequence[int] | None,
         batch_size: int | None,
         latent: bool,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw logits of ``q(c|x)`` and, with ``latent``, the posterior means E_q[z]."""
+        reconstruction: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw logits of ``q(c|x)``; with ``latent`` also the posterior means E_q[z]; with
+        ``reconstruction`` also each cell's misfit (:meth:`_misfit`) as a third output."""
         self._check_if_trained(warn=False)
         adata = self._validate_query_anndata(adata)
+        latent = latent or reconstruction
         if latent:
             # q(z|x,s) encodes the batch: a clear error for batches the model never saw
             self._check_known_batches(adata)
@@ -53,23 +91,50 @@ class NoveltyMixin:
             indices = np.arange(adata.n_obs)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
-        logits, means = [], []
+        logits, means, misfit = [], [], []
+        n_out = self.module.n_labels
         for tensors in loader:
             x = tensors[REGISTRY_KEYS.X_KEY]
-            if latent:
-                out = self.module.inference(**self.module._get_inference_input(tensors))
-                logits.append(out["class_logits"].cpu())
-                means.append(out["qz"].loc.cpu())
-            else:
+            if not latent:
                 logits.append(self.module.classify(x).cpu())
-        logits = torch.cat(logits).numpy() if logits else np.zeros((0, self.module.n_labels))
-        return logits, (torch.cat(means).numpy() if latent else None)
+                continue
+            out = self.module.inference(**self.module._get_inference_input(tensors))
+            if out["class_logits"] is not None:
+                logits.append(out["class_logits"].cpu())
+            means.append(out["qz"].loc.cpu())
+            if reconstruction:
+                misfit.append(self._misfit(tensors, out).cpu())
+        logits = torch.cat(logits).numpy() if logits else np.zeros((len(indices), n_out))
+        means = torch.cat(means).numpy() if latent else None
+        if reconstruction:
+            return logits, means, torch.cat(misfit).numpy().astype(np.float64)
+        return logits, means
+
+    def _misfit(self, tensors: dict, inference_outputs: dict) -> torch.Tensor:
+        """Mean squared Pearson residual of a cell's counts, ``(x - mu)^2 / (mu + mu^2 / theta)``
+        over genes, under the decoder's negative binomial at ``z = E_q[z]``: about 1 for cells
+        the decoder explains, large for expression it never learnt to produce."""
+        inference_outputs = {**inference_outputs, "z": inference_outputs["qz"].loc}
+        px = self.module.generative(
+            **self.module._get_generative_input(tensors, inference_outputs)
+        )["px"]
+        x = tensors[REGISTRY_KEYS.X_KEY].to(px.mu.device)
+        x = x.to_dense() if x.layout != torch.strided else x
+        variance = px.mu + px.mu**2 / px.theta
+        return ((x - px.mu) ** 2 / variance).mean(-1)
 
     def _probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
         temperature = float(self.module.classifier_temperature) if calibrated else 1.0
         return torch.softmax(torch.as_tensor(logits) / temperature, -1).numpy()
 
-    def _raw_novelty(self, method: str, logits: np.ndarray, means: np.ndarray | None):
+    def _raw_novelty(self, method: str, logits, means, misfit=None) -> np.ndarray:
+        if method == "ensemble":
+            parts = (self._raw_novelty("latent", logits, means), misfit)
+            location = self.module.novelty_location.double().cpu().numpy()
+            scale = self.module.novelty_scale.double().cpu().numpy()
+            return sum((p - loc) / sc for p, loc, sc in zip(parts, location, scale))
+        if method == "reconstruction":
+            return misfit
         if method == "prior":
             with torch.inference_mode():
                 z = torch.as_tensor(means, device=self.module.prior.means.device)
@@ -104,23 +169,34 @@ class NoveltyMixin:
     def _check_method(self, method: str):
         if method not in NOVELTY_METHODS:
             raise ValueError(f"`method` must be one of {NOVELTY_METHODS}, got {method!r}.")
-        if method not in ("prior", "latent") and not self.use_labels:
+        if method not in _UNSUPERVISED_METHODS and not self.use_labels:
             raise ValueError(
                 f"method={method!r} needs the cell-type classifier and annotated validation "
-                "cells; a CapVI without labels (GMVAE) supports 'prior' and 'latent' only."
+                f"cells; a CapVI without labels (GMVAE) supports {_UNSUPERVISED_METHODS} only."
             )
 
     def get_novelty_score(
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
-        method: NoveltyMethod = "prior",
+        method: NoveltyMethod = DEFAULT_NOVELTY_METHOD,
         batch_size: int | None = None,
     ) -> np.ndarray:
         """Per-cell novelty score: higher means more likely a cell type the model never saw.
 
         Methods
         -------
+        ``"ensemble"`` (default)
+            ``"latent"`` plus ``"reconstruction"``, each centred on its median over the
+            training cells and divided by its median absolute deviation there. Where a cell
+            sits and how well the decoder explains its counts are two signals that fail on
+            different types (a type near a known one; a type the encoder maps onto a known
+            one), so their sum ranks unknown types best on average
+            (``docs/benchmarks/novelty.md``).
+        ``"reconstruction"``
+            Mean squared Pearson residual of the cell's counts under the decoder's negative
+            binomial at ``z = E_q[z]``, ``(x - mu)^2 / (mu + mu^2 / theta)`` averaged over
+            genes: genes the model never learnt to express in such a cell score high.
         ``"prior"``
             ``-log p(E_q[z])`` with ``p(z) = sum_c phi_c N(z; mu_c, sigma_c^2 I)``, the
             cell-type mixture prior: a cell far from every centroid scores high.
@@ -158,6 +234,9 @@ class NoveltyMixin:
         """
         self._check_method(method)
         parts = _COMBINED if method == "combined" else (method,)
+        if method in ("ensemble", "reconstruction"):
+            outputs = self._classifier_pass(adata, indices, batch_size, True, reconstruction=True)
+            return self._raw_novelty(method, *outputs)
         latent = bool({"prior", "latent"} & set(parts))
         logits, means = self._classifier_pass(adata, indices, batch_size, latent)
         if method != "combined":
@@ -175,39 +254,47 @@ class NoveltyMixin:
     def get_novelty_threshold(
         self,
         false_unknown_rate: float = 0.05,
-        method: NoveltyMethod = "prior",
+        method: NoveltyMethod = DEFAULT_NOVELTY_METHOD,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
     ) -> float:
-        """Novelty threshold that calls a fraction ``false_unknown_rate`` of known cells unknown.
+        """Novelty threshold that calls at most ``false_unknown_rate`` of known cells unknown.
 
-        The ``1 - false_unknown_rate`` quantile of the novelty score over reference cells of
-        known types: by default the annotated validation cells of the training data (held
-        out of the gradient steps). Pass it to :meth:`predict` as ``unknown_threshold``.
+        A split-conformal threshold over calibration cells of
+        known types: by default the annotated validation cells of the training data, held out
+        of the gradient steps (and of the reference of the ``"latent"`` scores). For a new
+        cell of a known type, drawn like them, ``P(score > threshold) <= false_unknown_rate``.
+        Pass it to :meth:`predict` as ``unknown_threshold``.
         """
-        if not 0 <= false_unknown_rate < 1:
+        if not 0 < false_unknown_rate < 1:
             raise ValueError(
-                f"`false_unknown_rate` must be in [0, 1), got {false_unknown_rate!r}."
+                f"`false_unknown_rate` must be in (0, 1), got {false_unknown_rate!r}."
             )
         if adata is None and indices is None:
             indices = self._known_validation_indices()
         scores = self.get_novelty_score(adata, indices, method=method)
-        return float(np.quantile(scores, 1 - false_unknown_rate))
+        return conformal_threshold(scores, false_unknown_rate)
 
     @torch.inference_mode()
     def _fit_latent_reference(self, indices: np.ndarray | None = None):
-        """Class means and shared precision of ``E_q[z]`` for the ``"latent"`` score.
+        """Class means and shared precision of ``E_q[z]`` for the ``"latent"`` score, then the
+        median and median absolute deviation of the ``"latent"`` and ``"reconstruction"``
+        scores that ``"ensemble"`` adds up.
 
         Uses the annotated training cells (every training cell, assigned to its most likely
-        component, for a CapVI without labels).
+        component, for a CapVI without labels): the validation cells stay out, so a threshold
+        set on them (:meth:`get_novelty_threshold`) keeps its conformal guarantee.
         """
         if indices is None:
             indices = np.asarray(self.train_indices)
-        logits, means = self._classifier_pass(None, indices, None, latent=True)
+        logits, means, misfit = self._classifier_pass(
+            None, indices, None, latent=True, reconstruction=True
+        )
         n_types = self.module.n_labels
         codes = self._label_codes(indices) if self.use_labels else logits.argmax(1)
         keep = codes < n_types
         means, codes = means[keep].astype(np.float64), codes[keep].astype(int)
+        misfit = misfit[keep]
         if len(means) <= n_types:
             return
         counts = np.bincount(codes, minlength=n_types)
@@ -223,6 +310,11 @@ class NoveltyMixin:
         cov += 1e-4 * np.trace(cov) / len(cov) * np.eye(len(cov)) + 1e-8 * np.eye(len(cov))
         self.module.latent_class_means.copy_(torch.as_tensor(centroids))
         self.module.latent_precision.copy_(torch.as_tensor(np.linalg.inv(cov)))
+        parts = np.stack([self._raw_novelty("latent", None, means), misfit], 1)
+        location = np.median(parts, 0)
+        spread = np.median(np.abs(parts - location), 0)
+        self.module.novelty_location.copy_(torch.as_tensor(location))
+        self.module.novelty_scale.copy_(torch.as_tensor(np.maximum(spread, 1e-8)))
 
     # ------------------------------------------------------------------ calibration
     @property

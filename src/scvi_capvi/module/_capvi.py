@@ -236,6 +236,11 @@ class CapVIModule(CellTypeClassifierMixin, ChunkedMarginalLLMixin, VAE):
         # cells, fitted after training: the reference of the "latent" novelty score
         self.register_buffer("latent_class_means", torch.zeros(n_labels, n_latent))
         self.register_buffer("latent_precision", torch.eye(n_latent))
+        # median and spread of the "latent" and "reconstruction" novelty scores over the
+        # training cells, fitted after training: they put both on one scale for "ensemble"
+        self.register_buffer("novelty_location", torch.zeros(2))
+        self.register_buffer("novelty_scale", torch.ones(2))
+        self.register_load_state_dict_pre_hook(_add_novelty_scales)
         # the training plan turns q(c|x) off during a GMVAE's warm-up
         self.classifier_in_use = True
 
@@ -375,3 +380,11 @@ def _reshape_old_gene_dispersion(module, state_dict, prefix, *args) -> None:
     key = prefix + "px_r"
     if module.dispersion == "gene" and key in state_dict and state_dict[key].dim() == 2:
         state_dict[key] = state_dict[key].squeeze(-1)
+
+
+def _add_novelty_scales(module, state_dict, prefix, *args) -> None:
+    """``load_state_dict`` pre-hook: models saved before the ``"ensemble"`` novelty score have
+    no ``novelty_location`` / ``novelty_scale``; they load with the neutral 0 and 1."""
+    for name, value in (("novelty_location", 0.0), ("novelty_scale", 1.0)):
+        if prefix + name not in state_dict:
+            state_dict[prefix + name] = torch.full((2,), value)

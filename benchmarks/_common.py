@@ -15,10 +15,12 @@ OUT = Path(__file__).parent / "results"
 
 
 class EpochTimer(Callback):
-    """Wall-clock seconds of every training epoch, keyed by CapVI stage (or ``"train"``)."""
+    """Wall-clock seconds of every training epoch, keyed by CapVI stage (or ``"train"``), and
+    the process's peak resident memory (GiB) at the end of each stage's last epoch so far."""
 
     def __init__(self):
         self.seconds: dict[str, list[float]] = {}
+        self.peak_gib: dict[str, float] = {}
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
@@ -27,6 +29,9 @@ class EpochTimer(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         stage = getattr(pl_module, "stage", "train")
         self.seconds.setdefault(stage, []).append(time.perf_counter() - self._start)
+        from scvi_capvi.benchmark._report import peak_memory_gib
+
+        self.peak_gib[stage] = peak_memory_gib()["process"]
 
     def per_epoch(self, stage: str | None = None, skip_first: bool = True) -> float:
         """Median seconds per epoch of ``stage`` (all epochs pooled when ``None``); the first

@@ -71,6 +71,7 @@ def one(size: int, dataset: str, model_name: str, threads: int, inference: bool)
     if inference:
         timings = _inference(model, model_name, subset)
     epochs = {f"epoch_s_{stage}": v[0] for stage, v in timer.seconds.items()}
+    stage_peaks = {f"peak_rss_gib_{stage}": v for stage, v in timer.peak_gib.items()}
     return {
         "model": model_name,
         "n_cells": size,
@@ -79,6 +80,7 @@ def one(size: int, dataset: str, model_name: str, threads: int, inference: bool)
         "epoch_s_per_1k_cells": sum(epochs.values()) / len(epochs) / (size / 1000),
         "train_s": train_seconds,
         **timings,
+        **stage_peaks,
         "peak_rss_gib_after_training": peak_train,
         "peak_rss_gib": _peak_gib(),
         "dataset": f"{dataset} (cells resampled with replacement, CSR)",
@@ -105,6 +107,41 @@ def _inference(model, model_name: str, subset: np.ndarray) -> dict:
     return timings
 
 
+def table(frame: pd.DataFrame) -> str:
+    """The markdown table of ``docs/benchmarks/scale.md`` from a results CSV."""
+
+    def num(v, digits=1):
+        return "–" if pd.isna(v) else f"{v:,.{digits}f}"
+
+    lines = [
+        "| cells | model | s / epoch (CapVI: stage 1 / 2 / 3) | s per 1k cells per epoch "
+        "(SCVI; CapVI stage 2, 3) | latent, 10k (s) | predict, 10k (s) | marginal LL, "
+        "10k × 100 samples (s) | peak RSS after training (GiB) | peak RSS (GiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in frame.sort_values(["n_cells", "model"], ascending=[True, False]).iterrows():
+        k = r["n_cells"] / 1000
+        if r["model"] == "SCVI":
+            epoch, per_k = num(r["epoch_s_train"]), f"{r['epoch_s_train'] / k:.2f}"
+        else:
+            stages = [r["epoch_s_classifier"], r["epoch_s_frozen"], r["epoch_s_joint"]]
+            epoch = " / ".join(num(v) for v in stages)
+            per_k = f"{stages[1] / k:.2f}, {stages[2] / k:.2f}"
+        cells = [
+            f"{int(r['n_cells']):,}",
+            r["model"],
+            epoch,
+            per_k,
+            num(r.get("latent_10k_s")),
+            num(r.get("predict_10k_s")),
+            num(r.get("marginal_ll_10k_100_samples_s"), 0),
+            f"{r['peak_rss_gib_after_training']:.2f}",
+            f"{r['peak_rss_gib']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -124,7 +161,14 @@ def main() -> None:
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--inference", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--table", action="store_true", help="only print the markdown table of the results file"
+    )
     args = parser.parse_args()
+    name = "atlas_scale" + (f"_{args.tag}" if args.tag else "")
+    if args.table:
+        print(table(pd.read_csv(Path(__file__).parent / "results" / f"{name}.csv")))
+        return
     if args.one is not None:
         print(json.dumps(one(args.one, args.dataset, args.model, args.threads, args.inference)))
         return
@@ -142,7 +186,7 @@ def main() -> None:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
             # after every run, so partial results stay
-            write("atlas_scale" + (f"_{args.tag}" if args.tag else ""), pd.DataFrame(rows))
+            write(name, pd.DataFrame(rows))
     print(pd.DataFrame(rows).to_string(index=False))
 
 

@@ -70,6 +70,8 @@ TRANSFER_QUERIES = {
     "kang2018_pbmc_ifnb_muscat_subset": "stim107",
     "cellbench_lung_cell_lines": "sc_dropseq",
 }
+
+
 def scvi_epochs(budget: int, n_obs: int) -> int:
     """The SCVI epochs: ``budget``, capped by scvi-tools' own heuristic for ``n_obs`` cells."""
     return min(budget, scvi.model._utils.get_max_epochs_heuristic(n_obs))

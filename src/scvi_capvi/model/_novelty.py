@@ -143,9 +143,15 @@ class NoveltyMixin:
             means = torch.as_tensor(means, dtype=torch.float64)
             centroids = self.module.latent_class_means.double().cpu()
             precision = self.module.latent_precision.double().cpu()
-            diff = means[:, None, :] - centroids[None]  # (n, C, D)
-            mahalanobis = torch.einsum("ncd,de,nce->nc", diff, precision, diff)
-            return mahalanobis.min(1).values.numpy()
+            # (z - m)' P (z - m) = z'Pz - 2 z'Pm + m'Pm: O(n (C + D)) memory, not the
+            # (n, C, D) differences (GiBs for a million cells)
+            projected = means @ precision
+            mahalanobis = (
+                (projected * means).sum(1, keepdim=True)
+                - 2 * projected @ centroids.T
+                + ((centroids @ precision) * centroids).sum(1)[None]
+            )
+            return mahalanobis.clamp_min(0).min(1).values.numpy()
         probs = self._probabilities(logits)
         if method == "max_prob":
             return 1.0 - probs.max(1)

@@ -47,6 +47,7 @@ LABELLED = [
 ]
 
 COLUMNS = {
+    "n_types": "hidden types run",
     "n_query_hidden": "hidden cells",
     f"auroc_{DEFAULT_NOVELTY_METHOD}": f"AUROC {DEFAULT_NOVELTY_METHOD} (default)",
     "auroc_latent": "AUROC latent",
@@ -117,7 +118,10 @@ def collect_report(out: Path) -> str:
     for path in sorted(out.glob("*.csv")):
         frame = pd.read_csv(path, index_col=0)
         sections.append(f"### {path.stem}\n\n{_markdown(frame)}\n")
-        means.append(frame.select_dtypes("number").mean().rename(path.stem))
+        mean = frame.select_dtypes("number").mean()
+        # a run stopped early holds fewer types than the dataset: say how many
+        mean["n_types"] = len(frame)
+        means.append(mean.rename(path.stem))
         info = path.with_suffix(".json")
         if info.exists():
             meta[path.stem] = json.loads(info.read_text())

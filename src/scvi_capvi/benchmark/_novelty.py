@@ -31,7 +31,12 @@ from tqdm.auto import tqdm
 
 from scvi_capvi.metrics import accuracy, expected_calibration_error
 from scvi_capvi.model import CapVI
-from scvi_capvi.model._novelty import DEFAULT_NOVELTY_METHOD, NOVELTY_METHODS, conformal_threshold
+from scvi_capvi.model._novelty import (
+    DEFAULT_NOVELTY_METHOD,
+    NOVELTY_METHODS,
+    conformal_threshold,
+    entropy,
+)
 
 from ._datasets import UNLABELED
 from ._recipes import (
@@ -97,10 +102,6 @@ def _auroc(is_hidden: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(is_hidden, score)) if 0 < is_hidden.sum() < len(score) else np.nan
 
 
-def _entropy(probs: np.ndarray) -> np.ndarray:
-    return -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1)
-
-
 def _unknown_call_metrics(prefix, y, pred, unknown, is_hidden) -> dict[str, float]:
     known = ~is_hidden
     return {
@@ -115,17 +116,18 @@ def _unknown_call_metrics(prefix, y, pred, unknown, is_hidden) -> dict[str, floa
 
 def _capvi_row(model, scorer, target, y, is_hidden, rate, unknown_method) -> dict:
     """AUROC of every novelty score, the unknown call and calibration, for CapVI."""
-    row = {}
+    row, scores = {}, {}
     for method in NOVELTY_METHODS:
         if method == "combined" and scorer is not model:
             # its quantiles need the annotated validation cells, which a query model lacks
             row[f"auroc_{method}"] = np.nan
             continue
-        row[f"auroc_{method}"] = _auroc(is_hidden, scorer.get_novelty_score(target, method=method))
+        scores[method] = scorer.get_novelty_score(target, method=method)
+        row[f"auroc_{method}"] = _auroc(is_hidden, scores[method])
     threshold = model.get_novelty_threshold(rate, method=unknown_method)
     logits, _ = scorer._classifier_pass(target, None, None, latent=False)
     pred = np.asarray(scorer.cell_types)[logits.argmax(1)]
-    unknown = scorer.get_novelty_score(target, method=unknown_method) > threshold
+    unknown = scores[unknown_method] > threshold
     row.update(_unknown_call_metrics("", y, pred, unknown, is_hidden))
     row["temperature"] = scorer.classifier_temperature
     known = ~is_hidden
@@ -195,7 +197,7 @@ def _scanvi_row(
     pred = probs.columns.to_numpy().astype(str)[p.argmax(1)]
     row = {
         "auroc_scanvi_max_prob": _auroc(is_hidden, 1 - p.max(1)),
-        "auroc_scanvi_entropy": _auroc(is_hidden, _entropy(p)),
+        "auroc_scanvi_entropy": _auroc(is_hidden, entropy(p)),
         "scanvi_ece": expected_calibration_error(p[~is_hidden], y[~is_hidden], probs.columns),
         "scanvi_seconds": fit.seconds,
     }

@@ -44,6 +44,11 @@ _COMBINED = ("latent", "entropy")
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy in nats of each row of class probabilities."""
+    return -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1)
+
+
 def conformal_threshold(scores: np.ndarray, false_unknown_rate: float) -> float:
     """Split-conformal threshold of a novelty score (Vovk et al. 2005; Angelopoulos & Bates
     2023).
@@ -161,8 +166,7 @@ class NoveltyMixin:
         probs = self._probabilities(logits)
         if method == "max_prob":
             return 1.0 - probs.max(1)
-        # entropy of q(c|x) in nats
-        return -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1)
+        return entropy(probs)
 
     def _known_validation_indices(self) -> np.ndarray:
         """The annotated validation cells of the training AnnData (types known by design)."""

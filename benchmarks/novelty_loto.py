@@ -173,7 +173,12 @@ def main(argv=None):
             start = time.perf_counter()
             stem = f"{name}_{mode}_seed{args.seed}"
             types = args.hidden_types or sorted(adata.obs["cell_type"].astype(str).unique())
+            # rows of other hidden types from an earlier run stay (a run can be extended or
+            # resumed type by type); a type run again replaces its row
             rows = []
+            if (args.out / f"{stem}.csv").exists():
+                earlier = pd.read_csv(args.out / f"{stem}.csv", index_col=0)
+                rows.append(earlier[~earlier.index.astype(str).isin(types)])
             for hidden in types:  # one type at a time, so a long run keeps what it finished
                 rows.append(
                     leave_one_type_out(

@@ -226,6 +226,10 @@ def test_ablation_gmvae_and_query(adata):
     # reference's calibrated probabilities
     assert float(q_model.module.classifier_temperature) == 2.5
     np.testing.assert_allclose(q_model.predict(soft=True).to_numpy(), probs.to_numpy(), atol=1e-6)
+    # a classifier the query trains loses the reference's temperature
+    trained_q = CapVI.load_query_data(query, model, freeze_classifier=False)
+    trained_q.train(max_epochs=1, **QUIET)
+    assert float(trained_q.module.classifier_temperature) == 1.0
     assert q_model.get_latent_representation().shape == (60, 5)
     assert np.isfinite(q_model.get_marginal_ll(n_mc_samples=5, progress_bar=False))
 
@@ -404,3 +408,18 @@ def test_gmvae_query_trains_from_the_reference_prior(adata):
         query.train(max_epochs=1, **QUIET)
     assert not any(k.startswith("stage0_") for k in query.history)
     assert torch.allclose(query.module.prior.means, means)  # frozen by scArches' defaults
+
+
+def test_classifier_trained_ignores_weight_decay_drift():
+    """A frozen classifier shrinks under weight decay: not training; a step across it is."""
+    from scvi_capvi.model._capvi_training import classifier_trained
+
+    rng = np.random.default_rng(0)
+    before = {"w": torch.as_tensor(rng.normal(size=(8, 4))), "b": torch.zeros(4)}
+    shrunk = {"w": before["w"] * (1 - 1e-2), "b": before["b"].clone()}
+    step = {"w": before["w"] + 0.01 * torch.as_tensor(rng.normal(size=(8, 4))), "b": before["b"]}
+    moved_bias = {"w": before["w"], "b": torch.full((4,), 1e-3)}
+    assert not classifier_trained(before, shrunk)
+    assert not classifier_trained(before, {k: v.clone() for k, v in before.items()})
+    assert classifier_trained(before, step)
+    assert classifier_trained(before, moved_bias)  # a tensor of zeros that moves counts

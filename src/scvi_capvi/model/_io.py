@@ -269,4 +269,6 @@ class CheckedQueryMixin:
             warnings.filterwarnings("ignore", message=_VAR_NAMES_WARNING)
             model = super().load_query_data(adata, reference_model, **kwargs)
         model.is_query_ = True  # trains from the reference's prior (no fresh GMVAE start)
+        # its temperature stays valid however long the query trains (see `classifier_trained`)
+        model.classifier_frozen_ = bool(freeze_classifier and not unfrozen)
         return model

@@ -24,6 +24,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import scvi
 import torch
@@ -143,6 +144,10 @@ def collect_report(out: Path) -> str:
     )
 
 
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=LABELLED)
@@ -194,6 +199,12 @@ def main(argv=None):
                 )
                 frame = pd.concat(rows)
                 frame.to_csv(args.out / f"{stem}.csv")
+                # per-cell scores, to try other score combinations without training again
+                (args.out / "scores").mkdir(exist_ok=True)
+                np.savez_compressed(
+                    args.out / "scores" / f"{stem}_{_slug(hidden)}.npz",
+                    **rows[-1].attrs["scores"][hidden],
+                )
                 print(frame.tail(1).round(3).to_string(), flush=True)
             meta = {
                 "command": "OMP_NUM_THREADS=1 python benchmarks/novelty_loto.py "

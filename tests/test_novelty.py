@@ -250,6 +250,18 @@ def test_leave_one_type_out_scores_each_hidden_type(mode):
             assert 0 <= row[prefix + col] <= 1
         assert row[prefix + "known_accuracy_with_unknown"] <= row[prefix + "known_accuracy"]
     assert 0 <= row["ece_after"] <= 1
+    # the per-cell scores reproduce the row: the AUROC of the default score, and the ensemble
+    # from its two standardised parts
+    cells = frame.attrs["scores"]["T1"]
+    assert cells["is_hidden"].sum() == row["n_query_hidden"]
+    assert roc_auc_score(cells["is_hidden"], cells["ensemble"]) == pytest.approx(
+        row["auroc_ensemble"]
+    )
+    parts = np.stack([cells["latent"], cells["reconstruction"]], 1)
+    standardised = (parts - cells["novelty_location"]) / cells["novelty_scale"]
+    np.testing.assert_allclose(standardised.sum(1), cells["ensemble"], rtol=1e-5, atol=1e-5)
+    assert cells["calibration_latent"].shape == cells["calibration_reconstruction"].shape
+    assert np.isfinite(cells["calibration_reconstruction"]).all()
     with pytest.raises(ValueError, match="hidden_types"):
         leave_one_type_out(adata, hidden_types=["T9"])
     with pytest.raises(ValueError, match="query_batches"):

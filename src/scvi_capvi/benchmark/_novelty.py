@@ -125,6 +125,12 @@ def _capvi_row(model, scorer, target, y, is_hidden, rate, unknown_method) -> dic
         scores[method] = scorer.get_novelty_score(target, method=method)
         row[f"auroc_{method}"] = _auroc(is_hidden, scores[method])
     threshold = model.get_novelty_threshold(rate, method=unknown_method)
+    # the raw signals on the calibration cells too, so other combinations can be scored later
+    calibration = model._known_validation_indices()
+    for method in ("latent", "reconstruction"):
+        scores[f"calibration_{method}"] = model.get_novelty_score(
+            indices=calibration, method=method
+        )
     logits, _ = scorer._classifier_pass(target, None, None, latent=False)
     pred = np.asarray(scorer.cell_types)[logits.argmax(1)]
     unknown = scores[unknown_method] > threshold
@@ -134,7 +140,10 @@ def _capvi_row(model, scorer, target, y, is_hidden, rate, unknown_method) -> dic
     for name, calibrated in (("ece_before", False), ("ece_after", True)):
         probs = scorer._probabilities(logits[known], calibrated=calibrated)
         row[name] = expected_calibration_error(probs, y[known], scorer.cell_types)
-    return row
+    scores["is_hidden"] = is_hidden
+    scores["novelty_location"] = model.module.novelty_location.detach().cpu().numpy()
+    scores["novelty_scale"] = model.module.novelty_scale.detach().cpu().numpy()
+    return row, scores
 
 
 def _fit_capvi(ref, task, mode, labels_key, batch_key, capvi_kwargs, train_kwargs, query_kwargs):
@@ -273,6 +282,13 @@ def leave_one_type_out(
     (``false_unknown_rate``, to compare with the target) and of hidden-type cells
     (``hidden_called_unknown``). ECE of the soft predictions on known query cells before and
     after temperature scaling.
+
+    ``frame.attrs["scores"]`` holds, per hidden type, CapVI's per-cell scores of the query
+    cells (every method, as ``get_novelty_score`` returns them), ``is_hidden``, the
+    ``"latent"`` and ``"reconstruction"`` scores of the annotated validation cells
+    (``calibration_<method>``, what :meth:`get_novelty_threshold` uses) and the ensemble's
+    ``novelty_location`` / ``novelty_scale``: enough to score another combination without
+    training again.
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
@@ -303,7 +319,7 @@ def leave_one_type_out(
     task = _tasks(adata, labels_key, batch_key, mode, query_batches, fractions, seed)
     y = task.y_query
     capvi_train_kwargs = {**_QUIET, **(capvi_train_kwargs or {})}
-    rows = []
+    rows, per_cell = [], {}
     for hidden in tqdm(
         hidden_types, desc=f"leave one type out ({mode})", disable=not progress_bar
     ):
@@ -327,9 +343,10 @@ def leave_one_type_out(
             "n_query_known": int((~is_hidden).sum()),
         }
         scorer, target = (query_model, None) if mode == "query" else (fit.model, task.query)
-        row.update(
-            _capvi_row(fit.model, scorer, target, y, is_hidden, false_unknown_rate, unknown_method)
+        capvi_row, per_cell[hidden] = _capvi_row(
+            fit.model, scorer, target, y, is_hidden, false_unknown_rate, unknown_method
         )
+        row.update(capvi_row)
         row["capvi_seconds"] = fit.seconds
         if scanvi:
             row.update(
@@ -356,6 +373,7 @@ def leave_one_type_out(
             "mode": mode,
             "query_batches": query_batches,
             "false_unknown_rate": false_unknown_rate,
+            "scores": per_cell,
         }
     )
     return frame

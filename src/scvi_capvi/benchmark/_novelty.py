@@ -125,12 +125,13 @@ def _capvi_row(model, scorer, target, y, is_hidden, rate, unknown_method) -> dic
         scores[method] = scorer.get_novelty_score(target, method=method)
         row[f"auroc_{method}"] = _auroc(is_hidden, scores[method])
     threshold = model.get_novelty_threshold(rate, method=unknown_method)
-    # the raw signals on the calibration cells too, so other combinations can be scored later
-    calibration = model._known_validation_indices()
+    # the raw signals on the calibration cells too (one encoder + decoder pass for both), so
+    # other combinations can be scored later
+    outputs = model._classifier_pass(
+        None, model._known_validation_indices(), None, latent=True, reconstruction=True
+    )
     for method in ("latent", "reconstruction"):
-        scores[f"calibration_{method}"] = model.get_novelty_score(
-            indices=calibration, method=method
-        )
+        scores[f"calibration_{method}"] = model._raw_novelty(method, *outputs)
     logits, _ = scorer._classifier_pass(target, None, None, latent=False)
     pred = np.asarray(scorer.cell_types)[logits.argmax(1)]
     unknown = scores[unknown_method] > threshold

@@ -51,6 +51,7 @@ COLUMNS = {
     "n_types": "hidden types run",
     "n_query_hidden": "hidden cells",
     f"auroc_{DEFAULT_NOVELTY_METHOD}": f"AUROC {DEFAULT_NOVELTY_METHOD} (default)",
+    "auroc_ensemble": "AUROC ensemble",
     "auroc_latent": "AUROC latent",
     "auroc_reconstruction": "AUROC reconstruction",
     "auroc_prior": "AUROC prior",
@@ -58,6 +59,7 @@ COLUMNS = {
     "auroc_max_prob": "AUROC max-prob",
     "auroc_scanvi_max_prob": "AUROC SCANVI max-prob",
     "auroc_scanvi_entropy": "AUROC SCANVI entropy",
+    "auroc_scanvi_neighbors": "AUROC SCANVI latent + neighbors",
     "false_unknown_rate": "false unknown (target 5 %)",
     "hidden_called_unknown": "hidden called unknown",
     "known_accuracy": "known acc",
@@ -86,9 +88,14 @@ guards it offers).
 - **Models at their defaults**: CapVI (three stages, early stopping); SCVI at scvi-tools'
   defaults, then `SCANVI.from_scvi_model` with the tutorial's 20 epochs.
 - **AUROC**: hidden-type vs known-type cells, per score. CapVI's default score is
-  `{default}`: the Mahalanobis distance of E_q[z] to the nearest known type (`latent`) plus the
-  Pearson misfit of the counts under the decoder (`reconstruction`), each standardised on the
-  training cells.
+  `{default}`: the share of query cells among each scored cell's 50 nearest neighbours in a
+  pool of annotated reference cells and query cells (E_q[z]), as a quantile among the
+  reference's validation cells. `ensemble` (the default before): the Mahalanobis distance of
+  E_q[z] to the nearest known type (`latent`) plus the Pearson misfit of the counts under the
+  decoder (`reconstruction`), each standardised on the training cells. *SCANVI latent +
+  neighbors* is the same neighbour score computed in SCANVI's latent space (its reference
+  cells, validation cells and query), to tell the score's share of a gain from the latent
+  space's.
 - **Unknown call**: the split-conformal threshold at 5 % over the reference's validation cells
   of known types (`get_novelty_threshold`; SCANVI: the same threshold rule on its
   1 − max-probability). *false unknown* is the measured fraction of known test/query cells

@@ -29,10 +29,11 @@ from anndata import AnnData
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from scvi_capvi.metrics import accuracy, expected_calibration_error
+from scvi_capvi.metrics import accuracy, expected_calibration_error, query_enrichment
 from scvi_capvi.model import CapVI
 from scvi_capvi.model._novelty import (
     DEFAULT_NOVELTY_METHOD,
+    N_NEIGHBORS,
     NOVELTY_METHODS,
     conformal_threshold,
     entropy,
@@ -198,16 +199,29 @@ def _scanvi_row(
             warnings.simplefilter("ignore")
             query_model.train(**SCARCHES_QUERY_TRAIN, **_QUIET)
         probs = query_model.predict(soft=True)
+        query_latent = query_model.get_latent_representation()
     else:
         probs = model.predict(task.query, soft=True)
+        query_latent = model.get_latent_representation(task.query)
+    annotated = data.obs[labels_key].astype(str).to_numpy() != UNLABELED
     known_val = np.asarray(model.validation_indices)
-    known_val = known_val[(data.obs[labels_key].astype(str).to_numpy()[known_val] != UNLABELED)]
+    known_val = known_val[annotated[known_val]]
+    known_train = np.asarray(model.train_indices)
+    known_train = known_train[annotated[known_train]]
     val_probs = model.predict(data, indices=known_val, soft=True).to_numpy()
+    # CapVI's "neighbors" score on SCANVI's latent space: is the gain the score or the space?
+    enrichment, calibration = query_enrichment(
+        model.get_latent_representation(data, indices=known_train),
+        query_latent,
+        model.get_latent_representation(data, indices=known_val),
+        n_neighbors=N_NEIGHBORS,
+    )
     p = probs.to_numpy()
     pred = probs.columns.to_numpy().astype(str)[p.argmax(1)]
     row = {
         "auroc_scanvi_max_prob": _auroc(is_hidden, 1 - p.max(1)),
         "auroc_scanvi_entropy": _auroc(is_hidden, entropy(p)),
+        "auroc_scanvi_neighbors": _auroc(is_hidden, enrichment),
         "scanvi_ece": expected_calibration_error(p[~is_hidden], y[~is_hidden], probs.columns),
         "scanvi_seconds": fit.seconds,
     }

@@ -17,7 +17,7 @@ from ._latent import (
 )
 from ._lisi import clisi, ilisi, pairwise_ilisi
 from ._mixing import batch_entropy_mixing, knn_jaccard, knn_purity
-from ._neighbors import nearest_neighbors
+from ._neighbors import nearest_neighbors, query_enrichment
 from ._probe import PROBE_KS, pca_features, probe_accuracy, probe_table
 from ._scib import scib_scores
 
@@ -36,6 +36,7 @@ __all__ += [
     "max_posterior_probability",
     "nearest_neighbors",
     "pairwise_ilisi",
+    "query_enrichment",
     "weighted_accuracy",
 ]
 

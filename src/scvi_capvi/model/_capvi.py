@@ -143,6 +143,8 @@ class CapVI(
         self.was_pretrained = False  # from_scvi_model sets it: shorter default training
         self.is_query_ = False  # load_query_data sets it: a GMVAE keeps the reference's prior
         self.classifier_frozen_ = False  # load_query_data sets it (scArches' frozen q(c|x))
+        # E_q[z] of reference and calibration cells for the "neighbors" novelty score
+        self.novelty_reference_ = None
         self.use_labels = self.registry_["setup_args"]["labels_key"] is not None
         if self.use_labels and adata is not None and self.adata_manager._source_registry is None:
             # set up for training (not a loaded model or a query): the annotations must make

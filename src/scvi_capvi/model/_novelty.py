@@ -19,15 +19,18 @@ import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 
+from scvi_capvi.metrics import query_enrichment
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from anndata import AnnData
 
 NoveltyMethod = Literal[
-    "ensemble", "latent", "reconstruction", "prior", "entropy", "max_prob", "combined"
+    "neighbors", "ensemble", "latent", "reconstruction", "prior", "entropy", "max_prob", "combined"
 ]
 NOVELTY_METHODS = (
+    "neighbors",
     "ensemble",
     "latent",
     "reconstruction",
@@ -36,12 +39,16 @@ NOVELTY_METHODS = (
     "max_prob",
     "combined",
 )
-DEFAULT_NOVELTY_METHOD = "ensemble"
+DEFAULT_NOVELTY_METHOD = "neighbors"
 # the scores without q(c|x), which a CapVI without labels (GMVAE) also has
-_UNSUPERVISED_METHODS = ("ensemble", "latent", "reconstruction", "prior")
+_UNSUPERVISED_METHODS = ("neighbors", "ensemble", "latent", "reconstruction", "prior")
 # the two independent signals that "combined" averages (as validation quantiles)
 _COMBINED = ("latent", "entropy")
 TEMPERATURE_RANGE = (0.05, 20.0)
+# the "neighbors" score: neighbours per cell (scArches' kNN label transfer uses 50) and the
+# most reference / calibration cells whose E_q[z] the model keeps for it
+N_NEIGHBORS = 50
+MAX_STORED_CELLS = 20_000
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -139,6 +146,14 @@ class NoveltyMixin:
         return torch.softmax(torch.as_tensor(logits) / temperature, -1).numpy()
 
     def _raw_novelty(self, method: str, logits, means, misfit=None) -> np.ndarray:
+        if method == "neighbors":
+            stored = self._stored_reference()
+            scores, calibration = query_enrichment(
+                stored["reference"], means, stored["calibration"], n_neighbors=N_NEIGHBORS
+            )
+            # the quantile among the calibration cells (share strictly below): the threshold
+            # for a false-unknown rate is then the same for every query
+            return np.searchsorted(np.sort(calibration), scores, side="left") / len(calibration)
         if method == "ensemble":
             parts = (self._raw_novelty("latent", logits, means), misfit)
             location = self.module.novelty_location.double().cpu().numpy()
@@ -202,7 +217,20 @@ class NoveltyMixin:
 
         Methods
         -------
-        ``"ensemble"`` (default)
+        ``"neighbors"`` (default)
+            How much of the cell's neighbourhood in the latent space is query rather than
+            reference (:func:`~scvi_capvi.metrics.query_enrichment`): the cells scored
+            together (``adata``/``indices``, the query) and the annotated training cells
+            (up to 20,000, kept in the model at the end of :meth:`train`) form one pool, and
+            each cell counts the query cells among its 50 nearest pool cells. A type the
+            reference never had is surrounded by query cells only, even where it sits next to
+            a known type; known types by both, in the pool's proportions. The count is
+            returned as its quantile among the annotated validation cells (scored the same
+            way, also kept in the model), so the score is in ``[0, 1]``. It is *transductive*:
+            a cell's score depends on the other cells scored with it. Score a query as a
+            whole (hundreds of cells or more); a type that makes up more of the query than
+            of the reference (a composition shift) also scores higher.
+        ``"ensemble"``
             ``"latent"`` plus ``"reconstruction"``, each centred on its median over the
             training cells and divided by its median absolute deviation there. Where a cell
             sits and how well the decoder explains its counts are two signals that fail on
@@ -253,7 +281,7 @@ class NoveltyMixin:
         if method in ("ensemble", "reconstruction"):
             outputs = self._classifier_pass(adata, indices, batch_size, True, reconstruction=True)
             return self._raw_novelty(method, *outputs)
-        latent = bool({"prior", "latent"} & set(parts))
+        latent = bool({"prior", "latent", "neighbors"} & set(parts))
         logits, means = self._classifier_pass(adata, indices, batch_size, latent)
         if method != "combined":
             return self._raw_novelty(method, logits, means)
@@ -281,11 +309,24 @@ class NoveltyMixin:
         of the gradient steps (and of the reference of the ``"latent"`` scores). For a new
         cell of a known type, drawn like them, ``P(score > threshold) <= false_unknown_rate``.
         Pass it to :meth:`predict` as ``unknown_threshold``.
+
+        The ``"neighbors"`` score is already a quantile among the calibration cells the model
+        kept, so its threshold depends on nothing else (``adata``/``indices`` must be
+        ``None``).
         """
         if not 0 < false_unknown_rate < 1:
             raise ValueError(
                 f"`false_unknown_rate` must be in (0, 1), got {false_unknown_rate!r}."
             )
+        if method == "neighbors":
+            if adata is not None or indices is not None:
+                raise ValueError(
+                    "method='neighbors' is calibrated on the validation cells the model kept; "
+                    "`adata` and `indices` must be None."
+                )
+            # each calibration cell's own score is its rank among them, i / n
+            n = len(self._stored_reference()["calibration"])
+            return conformal_threshold(np.arange(n) / n, false_unknown_rate)
         if adata is None and indices is None:
             indices = self._known_validation_indices()
         scores = self.get_novelty_score(adata, indices, method=method)
@@ -301,6 +342,7 @@ class NoveltyMixin:
         component, for a CapVI without labels): the validation cells stay out, so a threshold
         set on them (:meth:`get_novelty_threshold`) keeps its conformal guarantee.
         """
+        keep_stored = self.is_query_ and self.novelty_reference_ is not None
         if indices is None:
             indices = np.asarray(self.train_indices)
         logits, means, misfit = self._classifier_pass(
@@ -313,6 +355,9 @@ class NoveltyMixin:
         misfit = misfit[keep]
         if len(means) <= n_types:
             return
+        if not keep_stored:
+            # a query model keeps the reference's cells: its own are what "neighbors" scores
+            self._store_reference(means)
         counts = np.bincount(codes, minlength=n_types)
         centroids = np.zeros((n_types, means.shape[1]))
         np.add.at(centroids, codes, means)
@@ -331,6 +376,37 @@ class NoveltyMixin:
         spread = np.median(np.abs(parts - location), 0)
         self.module.novelty_location.copy_(torch.as_tensor(location))
         self.module.novelty_scale.copy_(torch.as_tensor(np.maximum(spread, 1e-8)))
+
+    def _store_reference(self, means: np.ndarray):
+        """Keep E_q[z] of (up to ``MAX_STORED_CELLS``) annotated training cells and of the
+        annotated validation cells for the ``"neighbors"`` score (saved with the model)."""
+        rng = np.random.default_rng(0)
+
+        def subsample(x):
+            take = np.sort(rng.choice(len(x), min(len(x), MAX_STORED_CELLS), replace=False))
+            return x[take].astype(np.float32)
+
+        try:
+            validation = self._known_validation_indices()
+        except ValueError:
+            self.novelty_reference_ = None  # no calibration cells: no "neighbors" score
+            return
+        _, calibration = self._classifier_pass(None, validation, None, latent=True)
+        self.novelty_reference_ = {
+            "reference": subsample(means),
+            "calibration": subsample(calibration),
+        }
+
+    def _stored_reference(self) -> dict[str, np.ndarray]:
+        stored = getattr(self, "novelty_reference_", None)
+        if stored is None:
+            raise ValueError(
+                "method='neighbors' needs the reference and validation cells' latent "
+                "positions that `train` keeps when it has annotated validation cells "
+                "(`train_size` < 1); this model has none (trained without validation cells, "
+                "or saved before this score existed). Use another `method`."
+            )
+        return stored
 
     # ------------------------------------------------------------------ calibration
     @property

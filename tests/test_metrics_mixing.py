@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scvi_capvi.metrics import batch_entropy_mixing, knn_jaccard, knn_purity
+from scvi_capvi.metrics import batch_entropy_mixing, knn_jaccard, knn_purity, query_enrichment
 
 
 def _circle(n_cells: int, n_batches: int):
@@ -58,3 +58,36 @@ def test_knn_jaccard():
     moved = np.array([[0.0], [1], [10], [2], [11], [12]])
     expected = [1 / 3, 1 / 3, 0, 0, 1 / 3, 1 / 3]
     np.testing.assert_allclose(knn_jaccard(reference, moved, n_neighbors=2), expected)
+
+
+def test_query_enrichment_closed_form_on_a_circle_and_a_far_cluster():
+    # reference and query alternate on a circle: with k = 4 every query cell's neighbours
+    # (itself left out) are the two reference and two query cells on either side: 0.5
+    points, parity = _circle(40, 2)
+    far = 100 + np.random.default_rng(0).normal(0, 0.01, (10, 2))  # a type only the query has
+    reference, query = points[parity == 0], np.r_[points[parity == 1], far]
+    scores, calibration = query_enrichment(
+        reference, query, reference + 1e-3, n_neighbors=4, max_query_in_pool=len(query)
+    )
+    tie_break = 1 / 5  # the mean-distance tie-break stays below 1 / (k + 1)
+    assert np.all((scores[:20] >= 0.5) & (scores[:20] < 0.5 + tie_break))
+    assert np.all((scores[20:] >= 1) & (scores[20:] < 1 + tie_break))
+    assert calibration.shape == (20,) and calibration.max() < 1
+    # by default the pool takes as many query cells as reference cells (20 of the 30)
+    default, _ = query_enrichment(reference, query, n_neighbors=4)
+    assert not np.allclose(default, scores) and default[20:].min() >= 1
+    # no query cell in the pool: every fraction is 0
+    alone, none = query_enrichment(reference, query, n_neighbors=4, max_query_in_pool=0)
+    assert none is None and alone.max() < tie_break
+
+
+def test_query_enrichment_bad_input():
+    ref = np.zeros((5, 2))
+    with pytest.raises(ValueError, match="`query` has 3 dimensions"):
+        query_enrichment(ref, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="`reference` contains NaN"):
+        query_enrichment(np.full((5, 2), np.nan), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="`n_neighbors` must be >= 1"):
+        query_enrichment(ref, np.zeros((4, 2)), n_neighbors=0)
+    with pytest.raises(ValueError, match="`calibration` has 1 dimensions"):
+        query_enrichment(ref, np.zeros((4, 2)), np.zeros((3, 1)))

@@ -41,20 +41,66 @@ def test_novelty_score_ranks_never_labelled_cluster_first(hidden_model, method):
     assert roc_auc_score(hidden, score) > 0.9
 
 
-def test_reconstruction_and_ensemble_rank_a_type_absent_from_training_first():
-    # the realistic case: the reference never had the type (in `hidden_model` its cells are
-    # in the training data, so the decoder learns to reconstruct them)
+@pytest.fixture(scope="module")
+def removed_model():
+    """The realistic case: the reference never had the type (in `hidden_model` its cells are
+    in the training data, so the decoder learns to reconstruct them). The query: held-out
+    cells of the known types and every cell of the hidden one."""
     scvi.settings.seed = 0
     adata, hidden = _toy_with_hidden_type(seed=1)
-    reference = adata[~hidden].copy()
+    held_out = np.random.default_rng(0).random(adata.n_obs) < 0.3
+    reference = adata[~hidden & ~held_out].copy()
     CapVI.setup_anndata(reference, labels_key="cell_type", batch_key="batch", layer="counts")
     model = CapVI(reference, **SMALL)
     model.train(max_epochs=30, classifier_epochs=30, frozen_epochs=30, train_size=0.8, **QUIET)
-    query = adata.copy()
+    query = adata[hidden | held_out].copy()
     query.obs["cell_type"] = "Unknown"
-    for method in ("reconstruction", "ensemble"):
-        score = model.get_novelty_score(query, method=method)
-        assert roc_auc_score(hidden, score) > 0.9, method
+    return model, reference, query, hidden[hidden | held_out]
+
+
+@pytest.mark.parametrize("method", ["neighbors", "reconstruction", "ensemble"])
+def test_scores_rank_a_type_absent_from_training_first(removed_model, method):
+    model, _, query, hidden = removed_model
+    score = model.get_novelty_score(query, method=method)
+    assert roc_auc_score(hidden, score) > 0.9
+
+
+def test_neighbors_score_threshold_holds_its_rate_on_held_out_known_cells(removed_model):
+    model, _, query, hidden = removed_model
+    stored = model.novelty_reference_
+    n_val = len(model._known_validation_indices())
+    assert stored["calibration"].shape == (n_val, model.module.n_latent)
+    assert len(stored["reference"]) == model._is_labelled(model.train_indices).sum()
+    score = model.get_novelty_score(query, method="neighbors")
+    assert score.min() >= 0 and score.max() <= 1
+    threshold = model.get_novelty_threshold(0.2, method="neighbors")
+    # a quantile among the n calibration cells: the ceil((n + 1) 0.8)-th of 0/n .. (n-1)/n
+    assert threshold == (np.ceil((n_val + 1) * 0.8) - 1) / n_val
+    unknown = score > threshold
+    assert unknown[~hidden].mean() <= 0.35 and unknown[hidden].mean() > 0.8
+    pred = model.predict(query, unknown_threshold=threshold)  # "neighbors" is the default
+    np.testing.assert_array_equal(pred == "unknown", unknown)
+    with pytest.raises(ValueError, match="`adata` and `indices` must be None"):
+        model.get_novelty_threshold(0.2, method="neighbors", adata=query)
+
+
+def test_neighbors_reference_is_saved_and_carried_to_query_models(removed_model, tmp_path):
+    model, reference, query, _ = removed_model
+    model.save(tmp_path / "ref", save_anndata=False)
+    loaded = CapVI.load(tmp_path / "ref", adata=reference)
+    np.testing.assert_array_equal(
+        loaded.get_novelty_score(query, method="neighbors"),
+        model.get_novelty_score(query, method="neighbors"),
+    )
+    mapped = CapVI.load_query_data(query.copy(), model)
+    mapped.train(max_epochs=1, **QUIET)
+    # the query's cells are what the score compares with the reference, never its reference
+    for key, value in model.novelty_reference_.items():
+        np.testing.assert_array_equal(mapped.novelty_reference_[key], value)
+    assert mapped.get_novelty_threshold(0.2) == model.get_novelty_threshold(0.2)
+    loaded.novelty_reference_ = None  # as a model saved before the score existed
+    with pytest.raises(ValueError, match="method='neighbors' needs"):
+        loaded.get_novelty_score(query)
 
 
 def test_every_novelty_method_gives_one_finite_float_per_cell(hidden_model):
@@ -190,7 +236,7 @@ def test_gmvae_supports_the_scores_without_the_classifier_only():
     CapVI.setup_anndata(adata, batch_key="batch", layer="counts")
     model = CapVI(adata, n_components=3, **SMALL)
     model.train(max_epochs=2, **QUIET)
-    for method in ("ensemble", "reconstruction", "prior", "latent"):
+    for method in ("neighbors", "ensemble", "reconstruction", "prior", "latent"):
         assert np.isfinite(model.get_novelty_score(method=method)).all()
     with pytest.raises(ValueError, match="GMVAE"):
         model.get_novelty_score(method="entropy")
@@ -233,6 +279,8 @@ def test_leave_one_type_out_scores_each_hidden_type(mode):
     n_query = (adata.obs["batch"] == "b2").sum() if mode == "query" else 60
     assert row["n_query_hidden"] + row["n_query_known"] == n_query
     for col in (
+        "auroc_neighbors",
+        "auroc_scanvi_neighbors",
         "auroc_ensemble",
         "auroc_reconstruction",
         "auroc_latent",

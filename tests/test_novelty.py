@@ -78,7 +78,7 @@ def test_neighbors_score_threshold_holds_its_rate_on_held_out_known_cells(remove
     assert threshold == (np.ceil((n_val + 1) * 0.8) - 1) / n_val
     unknown = score > threshold
     assert unknown[~hidden].mean() <= 0.35 and unknown[hidden].mean() > 0.8
-    pred = model.predict(query, unknown_threshold=threshold)  # "neighbors" is the default
+    pred = model.predict(query, unknown_threshold=threshold)  # "auto": here "neighbors"
     np.testing.assert_array_equal(pred == "unknown", unknown)
     with pytest.raises(ValueError, match="`adata` and `indices` must be None"):
         model.get_novelty_threshold(0.2, method="neighbors", adata=query)
@@ -92,15 +92,40 @@ def test_neighbors_reference_is_saved_and_carried_to_query_models(removed_model,
         loaded.get_novelty_score(query, method="neighbors"),
         model.get_novelty_score(query, method="neighbors"),
     )
-    mapped = CapVI.load_query_data(query.copy(), model)
+    # the default "auto" is "neighbors" for cells of the reference's batches
+    np.testing.assert_array_equal(
+        model.get_novelty_score(query), model.get_novelty_score(query, method="neighbors")
+    )
+    # a query batch the reference never saw, mapped with scArches
+    new_batch = query.copy()
+    new_batch.obs["batch"] = "b3"
+    mapped = CapVI.load_query_data(new_batch, model)
     mapped.train(max_epochs=1, **QUIET)
     # the query's cells are what the score compares with the reference, never its reference
     for key, value in model.novelty_reference_.items():
         np.testing.assert_array_equal(mapped.novelty_reference_[key], value)
     assert mapped.get_novelty_threshold(0.2) == model.get_novelty_threshold(0.2)
+    # ... and "auto" scores its new batch with "ensemble", as a quantile among the kept
+    # validation cells' ensemble scores
+    ensemble = mapped.get_novelty_score(method="ensemble")
+    kept = np.sort(model.novelty_reference_["calibration_ensemble"])
+    np.testing.assert_allclose(
+        model.get_novelty_score(indices=model._known_validation_indices(), method="ensemble"),
+        model.novelty_reference_["calibration_ensemble"],
+        rtol=1e-6,
+    )
+    auto = mapped.get_novelty_score()
+    np.testing.assert_array_equal(auto, np.searchsorted(kept, ensemble) / len(kept))
     loaded.novelty_reference_ = None  # as a model saved before the score existed
     with pytest.raises(ValueError, match="method='neighbors' needs"):
-        loaded.get_novelty_score(query)
+        loaded.get_novelty_score(query, method="neighbors")
+    # "auto" is then "ensemble" as it is, threshold included
+    np.testing.assert_array_equal(
+        loaded.get_novelty_score(query), loaded.get_novelty_score(query, method="ensemble")
+    )
+    assert loaded.get_novelty_threshold(0.2) == loaded.get_novelty_threshold(
+        0.2, method="ensemble"
+    )
 
 
 def test_every_novelty_method_gives_one_finite_float_per_cell(hidden_model):

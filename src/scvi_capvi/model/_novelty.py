@@ -12,7 +12,7 @@ calibrated.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
@@ -37,17 +37,7 @@ NoveltyMethod = Literal[
     "max_prob",
     "combined",
 ]
-NOVELTY_METHODS = (
-    "auto",
-    "neighbors",
-    "ensemble",
-    "latent",
-    "reconstruction",
-    "prior",
-    "entropy",
-    "max_prob",
-    "combined",
-)
+NOVELTY_METHODS: tuple[str, ...] = get_args(NoveltyMethod)
 DEFAULT_NOVELTY_METHOD = "auto"
 # the scores without q(c|x), which a CapVI without labels (GMVAE) also has
 _UNSUPERVISED_METHODS = ("auto", "neighbors", "ensemble", "latent", "reconstruction", "prior")

@@ -103,7 +103,7 @@ guards it offers).
   known test/query cells called unknown; *known acc with unknown* counts an unknown call as
   an error.
 
-Command: `{command}`; this page:
+Commands: under each run below; this page:
 `python benchmarks/novelty_loto.py --report docs/benchmarks/novelty.md`.
 """
 
@@ -127,21 +127,23 @@ def collect_report(out: Path) -> str:
     means, sections, meta = [], [], {}
     for path in sorted(out.glob("*.csv")):
         frame = pd.read_csv(path, index_col=0)
-        sections.append(f"### {path.stem}\n\n{_markdown(frame)}\n")
+        info = path.with_suffix(".json")
+        if info.exists():
+            meta[path.stem] = json.loads(info.read_text())
+        run = meta.get(path.stem, {})
+        how = "".join(f"\n`{c}`\n" for c in np.atleast_1d(run.get("command", [])))
+        how += f"\n{run['note']}\n" if "note" in run else ""
+        sections.append(f"### {path.stem}\n{how}\n{_markdown(frame)}\n")
         mean = frame.select_dtypes("number").mean()
         # a run stopped early holds fewer types than the dataset: say how many
         mean["n_types"] = len(frame)
         means.append(mean.rename(path.stem))
-        info = path.with_suffix(".json")
-        if info.exists():
-            meta[path.stem] = json.loads(info.read_text())
     summary = pd.DataFrame(means)
     summary.index.name = "run (mean over hidden types)"
-    command = next(iter(meta.values()), {}).get("command", "benchmarks/novelty_loto.py")
     env = sorted({json.dumps(m.get("environment", {}), sort_keys=True) for m in meta.values()})
     return "\n".join(
         [
-            PREAMBLE.format(default=DEFAULT_NOVELTY_METHOD, command=command),
+            PREAMBLE.format(default=DEFAULT_NOVELTY_METHOD),
             "## Means over hidden types\n",
             _markdown(summary),
             "",

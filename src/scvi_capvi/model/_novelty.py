@@ -321,9 +321,10 @@ class NoveltyMixin:
         cell of a known type, drawn like them, ``P(score > threshold) <= false_unknown_rate``.
         Pass it to :meth:`predict` as ``unknown_threshold``.
 
-        The ``"neighbors"`` score is already a quantile among the calibration cells the model
-        kept, so its threshold depends on nothing else (``adata``/``indices`` must be
-        ``None``).
+        The ``"neighbors"`` and ``"auto"`` (default) scores are already quantiles among the
+        calibration cells the model kept, so their threshold depends on nothing else
+        (``adata``/``indices`` must be ``None``; pass ``method="ensemble"`` or another score
+        to calibrate on cells of your own).
         """
         if not 0 < false_unknown_rate < 1:
             raise ValueError(

@@ -20,6 +20,7 @@ from scvi_capvi.module import CapVIModule
 from scvi_capvi.train import CapVITrainingPlan
 
 from ._anndata_checks import AnnDataChecksMixin, check_setup_anndata
+from ._calibration import CalibrationMixin
 from ._capvi_predict import PredictionMixin
 from ._capvi_training import StagedTrainingMixin
 from ._fields import (
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 class CapVI(
     PredictionMixin,
     NoveltyMixin,
+    CalibrationMixin,
     CheckedQueryMixin,
     SafeSaveLoadMixin,
     AnnDataChecksMixin,

@@ -5,9 +5,8 @@ A cell of a type absent from the annotation is poorly explained by every prior m
 ``q(c|x)`` gives a second, independent signal (its maximum probability and entropy, the only
 guard scANVI reports, :cite:t:`Xu21`). Both become per-cell *novelty scores* (higher = more likely
 an unknown type); a threshold set on validation cells of known types turns them into an
-"unknown" call at a chosen false-unknown rate. Temperature scaling (Guo et al. 2017) of
-``q(c|x)``, fitted on the validation cells after training, makes the soft predictions
-calibrated.
+"unknown" call at a chosen false-unknown rate. The temperature of ``q(c|x)`` is in
+``_calibration.py``; the cells kept for the ``"neighbors"`` score in ``_novelty_reference.py``.
 """
 
 from __future__ import annotations
@@ -16,10 +15,11 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 
 from scvi_capvi.metrics import query_enrichment
+
+from ._novelty_reference import KeptReferenceMixin, rank_among
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,11 +43,8 @@ DEFAULT_NOVELTY_METHOD = "auto"
 _UNSUPERVISED_METHODS = ("auto", "neighbors", "ensemble", "latent", "reconstruction", "prior")
 # the two independent signals that "combined" averages (as validation quantiles)
 _COMBINED = ("latent", "entropy")
-TEMPERATURE_RANGE = (0.05, 20.0)
-# the "neighbors" score: neighbours per cell (scArches' kNN label transfer uses 50) and the
-# most reference / calibration cells whose E_q[z] the model keeps for it
+# the "neighbors" score: neighbours per cell (scArches' kNN label transfer uses 50)
 N_NEIGHBORS = 50
-MAX_STORED_CELLS = 20_000
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -77,7 +74,7 @@ def conformal_threshold(scores: np.ndarray, false_unknown_rate: float) -> float:
     return float(scores[max(rank, 1) - 1])
 
 
-class NoveltyMixin:
+class NoveltyMixin(KeptReferenceMixin):
     """Novelty scores, unknown-type calls and temperature scaling of ``q(c|x)``."""
 
     # ------------------------------------------------------------------ model outputs
@@ -140,10 +137,6 @@ class NoveltyMixin:
         variance = px.mu + px.mu**2 / px.theta
         return ((x - px.mu) ** 2 / variance).mean(-1)
 
-    def _probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
-        temperature = float(self.module.classifier_temperature) if calibrated else 1.0
-        return torch.softmax(torch.as_tensor(logits) / temperature, -1).numpy()
-
     def _raw_novelty(self, method: str, logits, means, misfit=None) -> np.ndarray:
         if method == "neighbors":
             stored = self._stored_reference()
@@ -152,7 +145,7 @@ class NoveltyMixin:
             )
             # the quantile among the calibration cells (share strictly below): the threshold
             # for a false-unknown rate is then the same for every query
-            return np.searchsorted(np.sort(calibration), scores, side="left") / len(calibration)
+            return rank_among(calibration, scores)
         if method == "ensemble":
             parts = (self._raw_novelty("latent", logits, means), misfit)
             location = self.module.novelty_location.double().cpu().numpy()
@@ -390,124 +383,3 @@ class NoveltyMixin:
         if not keep_stored:
             # a query model keeps the reference's cells: its own are what "neighbors" scores
             self._store_reference(means)
-
-    def _auto_method(self, adata, indices) -> str:
-        """``"neighbors"`` when every scored cell is of a batch the reference trained on."""
-        adata = self._validate_query_anndata(adata)
-        manager = self.get_anndata_manager(adata, required=True)
-        mapping = np.asarray(
-            manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)["categorical_mapping"]
-        ).astype(str)
-        codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
-        codes = codes if indices is None else codes[np.asarray(indices)]
-        batches = set(mapping[np.unique(codes)])
-        return "neighbors" if batches <= set(self.novelty_reference_["batches"]) else "ensemble"
-
-    def _auto_novelty(self, adata, indices, batch_size) -> np.ndarray:
-        if getattr(self, "novelty_reference_", None) is None:
-            return self.get_novelty_score(adata, indices, "ensemble", batch_size)
-        method = self._auto_method(adata, indices)
-        score = self.get_novelty_score(adata, indices, method, batch_size)
-        if method == "neighbors":
-            return score  # already the quantile among the kept validation cells
-        reference = np.sort(self.novelty_reference_["calibration_ensemble"])
-        return np.searchsorted(reference, score, side="left") / len(reference)
-
-    def _store_reference(self, means: np.ndarray):
-        """Keep, saved with the model: E_q[z] of (up to ``MAX_STORED_CELLS``) annotated
-        training cells and of annotated validation cells for the ``"neighbors"`` score, the
-        validation cells' ``"ensemble"`` scores for ``"auto"``, and the training batches."""
-        try:
-            validation = self._known_validation_indices()
-        except ValueError:
-            self.novelty_reference_ = None  # no calibration cells: no "neighbors" score
-            return
-        rng = np.random.default_rng(0)
-
-        def subsample(n: int) -> np.ndarray:
-            return np.sort(rng.choice(n, min(n, MAX_STORED_CELLS), replace=False))
-
-        outputs = self._classifier_pass(
-            None, validation[subsample(len(validation))], None, latent=True, reconstruction=True
-        )
-        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
-        self.novelty_reference_ = {
-            "reference": means[subsample(len(means))].astype(np.float32),
-            "calibration": outputs[1].astype(np.float32),
-            "calibration_ensemble": self._raw_novelty("ensemble", *outputs),
-            "batches": np.asarray(mapping["categorical_mapping"]).astype(str),
-        }
-
-    def _stored_reference(self) -> dict[str, np.ndarray]:
-        stored = getattr(self, "novelty_reference_", None)
-        if stored is None:
-            raise ValueError(
-                "method='neighbors' needs the reference and validation cells' latent "
-                "positions that `train` keeps when it has annotated validation cells "
-                "(`train_size` < 1); this model has none (trained without validation cells, "
-                "or saved before this score existed). Use another `method`."
-            )
-        return stored
-
-    # ------------------------------------------------------------------ calibration
-    @property
-    def classifier_temperature(self) -> float:
-        """Temperature T of ``q(c|x)``: soft predictions are ``softmax(logits / T)``."""
-        return float(self.module.classifier_temperature)
-
-    def calibrate(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        labels_key: str | None = None,
-        n_grid: int = 401,
-    ) -> float:
-        """Fit the temperature of ``q(c|x)`` by minimising the NLL of held-out labels.
-
-        Temperature scaling (Guo et al. 2017) divides the classifier's logits by one scalar
-        T > 0: hard predictions are unchanged, probabilities become calibrated. It runs
-        automatically at the end of :meth:`train` on the annotated validation cells; the
-        temperature is stored in the module (saved and loaded with the model) and applied by
-        :meth:`predict` and :meth:`get_novelty_score`.
-
-        Parameters
-        ----------
-        adata, indices
-            Cells with annotations to fit on; default: the annotated validation cells.
-        labels_key
-            Column of ``adata.obs`` with their cell types when ``adata`` is a new AnnData
-            (default: the key the model was set up with).
-        n_grid
-            Number of temperatures tried, log-spaced over ``TEMPERATURE_RANGE`` (1/20 to 20);
-            the one with the lowest negative log-likelihood is kept.
-
-        Returns
-        -------
-        The fitted temperature.
-        """
-        if not self.use_labels:
-            raise ValueError("Calibration needs cell-type annotations (labels_key was None).")
-        if adata is None:
-            indices = self._known_validation_indices() if indices is None else indices
-            codes = self._label_codes(np.asarray(indices))
-        else:
-            key = labels_key or self.registry_["setup_args"]["labels_key"]
-            if key not in adata.obs:
-                raise KeyError(f"`labels_key` {key!r} is not a column of adata.obs.")
-            obs = adata.obs[key].to_numpy()
-            obs = obs if indices is None else obs[np.asarray(indices)]
-            lookup = {name: i for i, name in enumerate(self.cell_types)}
-            codes = np.array([lookup.get(name, -1) for name in obs])
-        known = (codes >= 0) & (codes < len(self.cell_types))
-        if not known.any():
-            raise ValueError("No cell of a known type to calibrate on.")
-        logits, _ = self._classifier_pass(adata, indices, None, latent=False)
-        logits = torch.as_tensor(logits[known], dtype=torch.float64)
-        target = torch.as_tensor(codes[known].astype(np.int64))
-        # a bounded 1-d search is exact enough and cannot diverge (an all-correct validation
-        # set would otherwise drive T -> 0)
-        grid = torch.exp(torch.linspace(*np.log(TEMPERATURE_RANGE), n_grid, dtype=torch.float64))
-        nll = torch.stack([F.cross_entropy(logits / t, target) for t in grid])
-        temperature = float(grid[int(torch.argmin(nll))])
-        self.module.classifier_temperature.fill_(temperature)
-        return temperature

@@ -188,7 +188,10 @@ def main(argv=None):
                 continue
             start = time.perf_counter()
             stem = f"{name}_{mode}_seed{args.seed}"
-            types = args.hidden_types or sorted(adata.obs["cell_type"].astype(str).unique())
+            labels = adata.obs["cell_type"].astype(str)
+            if mode == "query":  # a type the query batch lacks has no cell to score
+                labels = labels[adata.obs["batch"].astype(str).isin(QUERY_BATCHES[name])]
+            types = args.hidden_types or sorted(labels.unique())
             # rows of other hidden types from an earlier run stay (a run can be extended or
             # resumed type by type); a type run again replaces its row
             rows = []

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from test_capvi_model import QUIET, SMALL, synthetic_adata
 
 from scvi_capvi.benchmark import leave_one_type_out
-from scvi_capvi.metrics import expected_calibration_error
+from scvi_capvi.metrics import expected_calibration_error, query_enrichment
 from scvi_capvi.model import CapVI
 from scvi_capvi.model._novelty import NOVELTY_METHODS, conformal_threshold
 
@@ -85,7 +85,7 @@ def test_neighbors_score_threshold_holds_its_rate_on_held_out_known_cells(remove
 
 
 def test_neighbors_reference_is_saved_and_carried_to_query_models(removed_model, tmp_path):
-    model, reference, query, _ = removed_model
+    model, reference, query, hidden = removed_model
     model.save(tmp_path / "ref", save_anndata=False)
     loaded = CapVI.load(tmp_path / "ref", adata=reference)
     np.testing.assert_array_equal(
@@ -105,17 +105,28 @@ def test_neighbors_reference_is_saved_and_carried_to_query_models(removed_model,
     for key, value in model.novelty_reference_.items():
         np.testing.assert_array_equal(mapped.novelty_reference_[key], value)
     assert mapped.get_novelty_threshold(0.2) == model.get_novelty_threshold(0.2)
-    # ... and "auto" scores its new batch with "ensemble", as a quantile among the kept
-    # validation cells' ensemble scores
-    ensemble = mapped.get_novelty_score(method="ensemble")
-    kept = np.sort(model.novelty_reference_["calibration_ensemble"])
+    # ... and "auto" scores its new batch with the mean of the "neighbors" and "ensemble"
+    # quantiles among the kept validation cells, ranked among the validation cells' own means
+    stored = model.novelty_reference_
+    kept = stored["calibration_ensemble"]
     np.testing.assert_allclose(
         model.get_novelty_score(indices=model._known_validation_indices(), method="ensemble"),
-        model.novelty_reference_["calibration_ensemble"],
+        kept,
         rtol=1e-6,
     )
+
+    def quantile(calibration, scores):
+        return np.searchsorted(np.sort(calibration), scores) / len(calibration)
+
+    enrichment, calibration = query_enrichment(
+        stored["reference"], mapped.get_latent_representation(), stored["calibration"]
+    )
+    ensemble = mapped.get_novelty_score(method="ensemble")
+    query_mean = (quantile(calibration, enrichment) + quantile(kept, ensemble)) / 2
+    own_mean = (quantile(calibration, calibration) + quantile(kept, kept)) / 2
     auto = mapped.get_novelty_score()
-    np.testing.assert_array_equal(auto, np.searchsorted(kept, ensemble) / len(kept))
+    np.testing.assert_array_equal(auto, quantile(own_mean, query_mean))
+    assert roc_auc_score(hidden, auto) > 0.9
     loaded.novelty_reference_ = None  # as a model saved before the score existed
     with pytest.raises(ValueError, match="method='neighbors' needs"):
         loaded.get_novelty_score(query, method="neighbors")

@@ -33,11 +33,11 @@ from scvi_capvi.metrics import accuracy, expected_calibration_error, query_enric
 from scvi_capvi.model import CapVI
 from scvi_capvi.model._novelty import (
     DEFAULT_NOVELTY_METHOD,
-    N_NEIGHBORS,
     NOVELTY_METHODS,
     conformal_threshold,
     entropy,
 )
+from scvi_capvi.model._novelty_reference import N_NEIGHBORS
 
 from ._datasets import UNLABELED
 from ._recipes import (

@@ -17,9 +17,7 @@ import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
 
-from scvi_capvi.metrics import query_enrichment
-
-from ._novelty_reference import KeptReferenceMixin, rank_among
+from ._novelty_reference import KeptReferenceMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,8 +41,6 @@ DEFAULT_NOVELTY_METHOD = "auto"
 _UNSUPERVISED_METHODS = ("auto", "neighbors", "ensemble", "latent", "reconstruction", "prior")
 # the two independent signals that "combined" averages (as validation quantiles)
 _COMBINED = ("latent", "entropy")
-# the "neighbors" score: neighbours per cell (scArches' kNN label transfer uses 50)
-N_NEIGHBORS = 50
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -139,13 +135,9 @@ class NoveltyMixin(KeptReferenceMixin):
 
     def _raw_novelty(self, method: str, logits, means, misfit=None) -> np.ndarray:
         if method == "neighbors":
-            stored = self._stored_reference()
-            scores, calibration = query_enrichment(
-                stored["reference"], means, stored["calibration"], n_neighbors=N_NEIGHBORS
-            )
             # the quantile among the calibration cells (share strictly below): the threshold
             # for a false-unknown rate is then the same for every query
-            return rank_among(calibration, scores)
+            return self._neighbor_quantiles(means)[0]
         if method == "ensemble":
             parts = (self._raw_novelty("latent", logits, means), misfit)
             location = self.module.novelty_location.double().cpu().numpy()

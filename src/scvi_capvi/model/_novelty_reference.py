@@ -7,8 +7,12 @@ from __future__ import annotations
 import numpy as np
 from scvi import REGISTRY_KEYS
 
+from scvi_capvi.metrics import query_enrichment
+
 # the most reference / calibration cells whose E_q[z] the model keeps
 MAX_STORED_CELLS = 20_000
+# the "neighbors" score: neighbours per cell (scArches' kNN label transfer uses 50)
+N_NEIGHBORS = 50
 
 
 def rank_among(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -30,16 +34,38 @@ class KeptReferenceMixin:
         codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
         codes = codes if indices is None else codes[np.asarray(indices)]
         batches = set(mapping[np.unique(codes)])
-        return "neighbors" if batches <= set(self.novelty_reference_["batches"]) else "ensemble"
+        known = batches <= set(self.novelty_reference_["batches"])
+        return "neighbors" if known else "neighbors+ensemble"
 
     def _auto_novelty(self, adata, indices, batch_size) -> np.ndarray:
         if getattr(self, "novelty_reference_", None) is None:
             return self.get_novelty_score(adata, indices, "ensemble", batch_size)
-        method = self._auto_method(adata, indices)
-        score = self.get_novelty_score(adata, indices, method, batch_size)
-        if method == "neighbors":
-            return score  # already the quantile among the kept validation cells
-        return rank_among(self.novelty_reference_["calibration_ensemble"], score)
+        if self._auto_method(adata, indices) == "neighbors":
+            # already the quantile among the kept validation cells
+            return self.get_novelty_score(adata, indices, "neighbors", batch_size)
+        # a batch the reference never saw: what the encoder leaves of the batch effect makes
+        # known cells query-enriched too, so the neighbour quantile is averaged with the
+        # "ensemble" quantile (which compares each cell with the reference's types alone)
+        logits, means, misfit = self._classifier_pass(
+            adata, indices, batch_size, True, reconstruction=True
+        )
+        neighbors, calibration_neighbors = self._neighbor_quantiles(means)
+        kept = self.novelty_reference_["calibration_ensemble"]
+        ensemble = self._raw_novelty("ensemble", logits, means, misfit)
+        # the kept validation cells get the same average (their own two quantiles), and the
+        # query's is ranked among theirs: one threshold for every score "auto" returns
+        calibration = (calibration_neighbors + rank_among(kept, kept)) / 2
+        return rank_among(calibration, (neighbors + rank_among(kept, ensemble)) / 2)
+
+    def _neighbor_quantiles(self, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``"neighbors"`` score of the cells at ``means`` (scored together as one query)
+        and of the kept validation cells scored against the same pool, both as quantiles
+        among the latter (share strictly below)."""
+        stored = self._stored_reference()
+        scores, calibration = query_enrichment(
+            stored["reference"], means, stored["calibration"], n_neighbors=N_NEIGHBORS
+        )
+        return rank_among(calibration, scores), rank_among(calibration, calibration)
 
     def _store_reference(self, means: np.ndarray):
         """Keep, saved with the model: E_q[z] of (up to ``MAX_STORED_CELLS``) annotated

@@ -89,7 +89,8 @@ guards it offers).
   defaults, then `SCANVI.from_scvi_model` with the tutorial's 20 epochs.
 - **AUROC**: hidden-type vs known-type cells, per score. CapVI's default score is
   `{default}`: `neighbors` for cells of the batches the reference trained on (the `removed`
-  protocol), `ensemble` for a batch it never saw (the `query` protocol). `neighbors`: the
+  protocol); for a batch it never saw (the `query` protocol), the mean of the `neighbors`
+  and `ensemble` quantiles among the kept validation cells, ranked among theirs. `neighbors`: the
   share of query cells among each scored cell's 50 nearest neighbours in a pool of annotated
   reference cells and query cells (E_q[z]). `ensemble` (the default before): the
   Mahalanobis distance of E_q[z] to the nearest known type (`latent`) plus the Pearson misfit

@@ -202,15 +202,18 @@ class NoveltyMixin(KeptReferenceMixin):
         Methods
         -------
         ``"auto"`` (default)
-            ``"neighbors"`` for cells of the batches the reference was trained on, else
-            (a query mapped with :meth:`load_query_data`) ``"ensemble"``, both as the
-            quantile among the annotated validation cells the model kept (in ``[0, 1]``), so
-            :meth:`get_novelty_threshold` gives one threshold for either. The neighbour
-            score's threshold holds only for cells drawn like the validation cells; in a new
-            batch, what the encoder leaves of the batch effect makes the query's known cells
-            look query-enriched too (measured: 17 % of them called unknown at a 5 % target),
-            while ``"ensemble"`` compares each cell with the reference alone. A model saved
-            before these cells were kept uses ``"ensemble"`` as it is.
+            ``"neighbors"`` for cells of the batches the reference was trained on. For a
+            batch it never saw (a query mapped with :meth:`load_query_data`), the mean of the
+            ``"neighbors"`` and ``"ensemble"`` quantiles among the annotated validation cells
+            the model kept, ranked among those cells' own means. Either way the score is a
+            quantile among the kept validation cells (in ``[0, 1]``), so
+            :meth:`get_novelty_threshold` gives one threshold for both. Why two signals in a
+            new batch: what the encoder leaves of the batch effect makes the query's known
+            cells look query-enriched too (measured: 17 % of them called unknown at a 5 %
+            target with ``"neighbors"`` alone), while ``"ensemble"`` compares each cell with
+            the reference's types alone; the threshold's guarantee assumes cells drawn like
+            the validation cells, which a new batch is not exactly. A model saved before
+            these cells were kept uses ``"ensemble"`` as it is.
         ``"neighbors"``
             How much of the cell's neighbourhood in the latent space is query rather than
             reference (:func:`~scvi_capvi.metrics.query_enrichment`): the cells scored

@@ -50,6 +50,7 @@ LABELLED = [
 COLUMNS = {
     "n_types": "hidden types run",
     "n_query_hidden": "hidden cells",
+    "auroc_auto": "AUROC default (auto)",
     "auroc_neighbors": "AUROC neighbors",
     "auroc_ensemble": "AUROC ensemble",
     "auroc_latent": "AUROC latent",
@@ -90,7 +91,8 @@ guards it offers).
 - **AUROC**: hidden-type vs known-type cells, per score. CapVI's default score is
   `{default}`: `neighbors` for cells of the batches the reference trained on (the `removed`
   protocol); for a batch it never saw (the `query` protocol), the mean of the `neighbors`
-  and `ensemble` quantiles among the kept validation cells, ranked among theirs. `neighbors`: the
+  and `ensemble` quantiles among the kept validation cells, ranked among theirs (rows of
+  `removed` runs from before `auto` existed show `neighbors` in its column). `neighbors`: the
   share of query cells among each scored cell's 50 nearest neighbours in a pool of annotated
   reference cells and query cells (E_q[z]). `ensemble` (the default before): the
   Mahalanobis distance of E_q[z] to the nearest known type (`latent`) plus the Pearson misfit
@@ -128,6 +130,12 @@ def collect_report(out: Path) -> str:
     means, sections, meta = [], [], {}
     for path in sorted(out.glob("*.csv")):
         frame = pd.read_csv(path, index_col=0)
+        if "auroc_auto" not in frame and "_removed_" in path.stem:
+            # rows from before "auto" existed: in this protocol it is "neighbors" (every
+            # scored cell is of the reference's batches)
+            frame.insert(frame.columns.get_loc("auroc_neighbors"), "auroc_auto", np.nan)
+        if "_removed_" in path.stem:
+            frame["auroc_auto"] = frame["auroc_auto"].fillna(frame["auroc_neighbors"])
         info = path.with_suffix(".json")
         if info.exists():
             meta[path.stem] = json.loads(info.read_text())

@@ -69,3 +69,16 @@ def resample_cells(adata, n_cells: int, seed: int = 0):
     out = adata[np.sort(idx)].copy()
     out.obs_names_make_unique()
     return out
+
+
+def top_variable_genes(adata, n_genes: int = 2000):
+    """Keep scanpy's ``n_genes`` most variable genes (``seurat_v3`` on counts, per batch where
+    there are several) of a dataset with more; others are returned as they are."""
+    import scanpy as sc
+
+    if adata.n_vars > n_genes:
+        batch = "batch" if adata.obs["batch"].nunique() > 1 else None
+        sc.pp.highly_variable_genes(
+            adata, n_top_genes=n_genes, flavor="seurat_v3", batch_key=batch, subset=True
+        )
+    return adata

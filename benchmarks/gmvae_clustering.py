@@ -28,6 +28,7 @@ import pandas as pd
 import scanpy as sc
 import scvi
 import torch
+from _common import top_variable_genes
 
 from scvi_capvi.benchmark import available_datasets, load_dataset
 from scvi_capvi.benchmark._clustering import fit_gmvae, gmvae_clustering
@@ -42,13 +43,7 @@ DOCS = Path(__file__).parent.parent / "docs" / "benchmarks"
 
 
 def prepare(name: str) -> sc.AnnData:
-    adata = load_dataset(name)
-    if adata.n_vars > 2000:
-        batch = "batch" if adata.obs["batch"].nunique() > 1 else None
-        sc.pp.highly_variable_genes(
-            adata, n_top_genes=2000, flavor="seurat_v3", batch_key=batch, subset=True
-        )
-    return adata
+    return top_variable_genes(load_dataset(name))
 
 
 def umap(adata, model, path: Path):

@@ -10,7 +10,7 @@ from test_capvi_model import QUIET, SMALL, synthetic_adata
 
 from scvi_capvi.benchmark import leave_one_type_out
 from scvi_capvi.metrics import expected_calibration_error, query_enrichment
-from scvi_capvi.model import CapVI
+from scvi_capvi.model import CapVI, _novelty_reference
 from scvi_capvi.model._novelty import NOVELTY_METHODS, conformal_threshold
 
 
@@ -84,7 +84,9 @@ def test_neighbors_score_threshold_holds_its_rate_on_held_out_known_cells(remove
         model.get_novelty_threshold(0.2, method="neighbors", adata=query)
 
 
-def test_neighbors_reference_is_saved_and_carried_to_query_models(removed_model, tmp_path):
+def test_neighbors_reference_is_saved_and_carried_to_query_models(
+    removed_model, tmp_path, monkeypatch
+):
     model, reference, query, hidden = removed_model
     model.save(tmp_path / "ref", save_anndata=False)
     loaded = CapVI.load(tmp_path / "ref", adata=reference)
@@ -106,7 +108,7 @@ def test_neighbors_reference_is_saved_and_carried_to_query_models(removed_model,
         np.testing.assert_array_equal(mapped.novelty_reference_[key], value)
     assert mapped.get_novelty_threshold(0.2) == model.get_novelty_threshold(0.2)
     # ... and "auto" scores its new batch with the mean of the "neighbors" and "ensemble"
-    # quantiles among the kept validation cells, ranked among the validation cells' own means
+    # quantiles, ranked among the kept validation cells' own means
     stored = model.novelty_reference_
     kept = stored["calibration_ensemble"]
     np.testing.assert_allclose(
@@ -121,11 +123,20 @@ def test_neighbors_reference_is_saved_and_carried_to_query_models(removed_model,
     enrichment, calibration = query_enrichment(
         stored["reference"], mapped.get_latent_representation(), stored["calibration"]
     )
-    ensemble = mapped.get_novelty_score(method="ensemble")
-    query_mean = (quantile(calibration, enrichment) + quantile(kept, ensemble)) / 2
+    neighbors = quantile(calibration, enrichment)
+    ensemble = quantile(kept, mapped.get_novelty_score(method="ensemble"))
     own_mean = (quantile(calibration, calibration) + quantile(kept, kept)) / 2
+    # the neighbour quantile is re-ranked among the query cells "ensemble" finds typical
+    # (below the validation cells' median) when there are at least MIN_TYPICAL_CELLS of them
+    typical = neighbors[ensemble < 0.5]
+    assert 20 <= len(typical) < _novelty_reference.MIN_TYPICAL_CELLS  # this toy: too few
     auto = mapped.get_novelty_score()
-    np.testing.assert_array_equal(auto, quantile(own_mean, query_mean))
+    np.testing.assert_array_equal(auto, quantile(own_mean, (neighbors + ensemble) / 2))
+    monkeypatch.setattr(_novelty_reference, "MIN_TYPICAL_CELLS", 20)
+    auto = mapped.get_novelty_score()
+    re_ranked = quantile(typical, neighbors)
+    assert not np.array_equal(re_ranked, neighbors)
+    np.testing.assert_array_equal(auto, quantile(own_mean, (re_ranked + ensemble) / 2))
     assert roc_auc_score(hidden, auto) > 0.9
     loaded.novelty_reference_ = None  # as a model saved before the score existed
     with pytest.raises(ValueError, match="method='neighbors' needs"):

@@ -13,6 +13,9 @@ from scvi_capvi.metrics import query_enrichment
 MAX_STORED_CELLS = 20_000
 # the "neighbors" score: neighbours per cell (scArches' kNN label transfer uses 50)
 N_NEIGHBORS = 50
+# "auto" in a new batch: the fewest typical query cells its neighbour quantiles are re-ranked
+# among (with fewer, they stay quantiles among the validation cells)
+MIN_TYPICAL_CELLS = 50
 
 
 def rank_among(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -43,19 +46,25 @@ class KeptReferenceMixin:
         if self._auto_method(adata, indices) == "neighbors":
             # already the quantile among the kept validation cells
             return self.get_novelty_score(adata, indices, "neighbors", batch_size)
-        # a batch the reference never saw: what the encoder leaves of the batch effect makes
-        # known cells query-enriched too, so the neighbour quantile is averaged with the
-        # "ensemble" quantile (which compares each cell with the reference's types alone)
+        # a batch the reference never saw: the mean of the "neighbors" and "ensemble"
+        # quantiles, the neighbour one first re-ranked among the query's typical cells
         logits, means, misfit = self._classifier_pass(
             adata, indices, batch_size, True, reconstruction=True
         )
         neighbors, calibration_neighbors = self._neighbor_quantiles(means)
         kept = self.novelty_reference_["calibration_ensemble"]
-        ensemble = self._raw_novelty("ensemble", logits, means, misfit)
-        # the kept validation cells get the same average (their own two quantiles), and the
+        ensemble = rank_among(kept, self._raw_novelty("ensemble", logits, means, misfit))
+        # what the encoder leaves of the batch effect makes the query's known cells
+        # query-enriched too (their neighbour quantiles run high): the query cells "ensemble"
+        # finds typical of the known types (below the validation cells' median) show how
+        # high, so each cell's neighbour quantile is taken among theirs instead
+        typical = neighbors[ensemble < 0.5]
+        if len(typical) >= MIN_TYPICAL_CELLS:
+            neighbors = rank_among(typical, neighbors)
+        # the kept validation cells get the same mean (their own two quantiles), and the
         # query's is ranked among theirs: one threshold for every score "auto" returns
         calibration = (calibration_neighbors + rank_among(kept, kept)) / 2
-        return rank_among(calibration, (neighbors + rank_among(kept, ensemble)) / 2)
+        return rank_among(calibration, (neighbors + ensemble) / 2)
 
     def _neighbor_quantiles(self, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The ``"neighbors"`` score of the cells at ``means`` (scored together as one query)

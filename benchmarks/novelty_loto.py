@@ -91,8 +91,10 @@ guards it offers).
   defaults, then `SCANVI.from_scvi_model` with the tutorial's 20 epochs.
 - **AUROC**: hidden-type vs known-type cells, per score. CapVI's default score is
   `{default}`: `neighbors` for cells of the batches the reference trained on (the `removed`
-  protocol); for a batch it never saw (the `query` protocol), the mean of the `neighbors`
-  and `ensemble` quantiles among the kept validation cells, ranked among theirs (rows of
+  protocol); for a batch it never saw (the `query` protocol), the mean of the `ensemble`
+  quantile among the kept validation cells and the `neighbors` quantile among the query
+  cells `ensemble` finds typical (below the validation median), ranked among the validation
+  cells' own means (rows of
   `removed` runs from before `auto` existed show `neighbors` in its column). `neighbors`: the
   share of query cells among each scored cell's 50 nearest neighbours in a pool of annotated
   reference cells and query cells (E_q[z]). `ensemble` (the default before): the

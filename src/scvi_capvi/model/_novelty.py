@@ -203,17 +203,20 @@ class NoveltyMixin(KeptReferenceMixin):
         -------
         ``"auto"`` (default)
             ``"neighbors"`` for cells of the batches the reference was trained on. For a
-            batch it never saw (a query mapped with :meth:`load_query_data`), the mean of the
-            ``"neighbors"`` and ``"ensemble"`` quantiles among the annotated validation cells
-            the model kept, ranked among those cells' own means. Either way the score is a
-            quantile among the kept validation cells (in ``[0, 1]``), so
-            :meth:`get_novelty_threshold` gives one threshold for both. Why two signals in a
-            new batch: what the encoder leaves of the batch effect makes the query's known
-            cells look query-enriched too (measured: 17 % of them called unknown at a 5 %
-            target with ``"neighbors"`` alone), while ``"ensemble"`` compares each cell with
-            the reference's types alone; the threshold's guarantee assumes cells drawn like
-            the validation cells, which a new batch is not exactly. A model saved before
-            these cells were kept uses ``"ensemble"`` as it is.
+            batch it never saw (a query mapped with :meth:`load_query_data`), the mean of two
+            quantiles: the ``"ensemble"`` score's among the annotated validation cells the
+            model kept, and the ``"neighbors"`` score's among the query cells that
+            ``"ensemble"`` finds typical of the known types (below the validation cells'
+            median; among the validation cells while fewer than 50 are), ranked among the
+            validation cells' own means. Either way the score is a quantile among the kept
+            validation cells (in ``[0, 1]``), so :meth:`get_novelty_threshold` gives one
+            threshold for both. Why in a new batch: what the encoder leaves of the batch
+            effect makes the query's known cells look query-enriched too (measured: 17 % and
+            32 % of them called unknown at a 5 % target with ``"neighbors"`` alone), and the
+            query's typical cells show by how much; ``"ensemble"`` compares each cell with
+            the reference's types alone. The threshold's guarantee assumes cells drawn like
+            the validation cells, which a new batch is only approximately. A model saved
+            before these cells were kept uses ``"ensemble"`` as it is.
         ``"neighbors"``
             How much of the cell's neighbourhood in the latent space is query rather than
             reference (:func:`~scvi_capvi.metrics.query_enrichment`): the cells scored

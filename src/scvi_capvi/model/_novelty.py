@@ -207,7 +207,7 @@ class NoveltyMixin(KeptReferenceMixin):
             quantiles: the ``"ensemble"`` score's among the annotated validation cells the
             model kept, and the ``"neighbors"`` score's among the query cells that
             ``"ensemble"`` finds typical of the known types (below the validation cells'
-            median; among the validation cells while fewer than 50 are), ranked among the
+            median, or the 50 lowest where fewer are), ranked among the
             validation cells' own means. Either way the score is a quantile among the kept
             validation cells (in ``[0, 1]``), so :meth:`get_novelty_threshold` gives one
             threshold for both. Why in a new batch: what the encoder leaves of the batch

@@ -13,8 +13,7 @@ from scvi_capvi.metrics import query_enrichment
 MAX_STORED_CELLS = 20_000
 # the "neighbors" score: neighbours per cell (scArches' kNN label transfer uses 50)
 N_NEIGHBORS = 50
-# "auto" in a new batch: the fewest typical query cells its neighbour quantiles are re-ranked
-# among (with fewer, they stay quantiles among the validation cells)
+# "auto" in a new batch: the fewest query cells its neighbour quantiles are re-ranked among
 MIN_TYPICAL_CELLS = 50
 
 
@@ -56,11 +55,12 @@ class KeptReferenceMixin:
         ensemble = rank_among(kept, self._raw_novelty("ensemble", logits, means, misfit))
         # what the encoder leaves of the batch effect makes the query's known cells
         # query-enriched too (their neighbour quantiles run high): the query cells "ensemble"
-        # finds typical of the known types (below the validation cells' median) show how
-        # high, so each cell's neighbour quantile is taken among theirs instead
-        typical = neighbors[ensemble < 0.5]
-        if len(typical) >= MIN_TYPICAL_CELLS:
-            neighbors = rank_among(typical, neighbors)
+        # finds typical of the known types (below the validation cells' median, or the
+        # MIN_TYPICAL_CELLS lowest where fewer are) show how high, so each cell's neighbour
+        # quantile is taken among theirs instead
+        n_typical = max(int((ensemble < 0.5).sum()), min(MIN_TYPICAL_CELLS, len(ensemble)))
+        typical = neighbors[np.argsort(ensemble, kind="stable")[:n_typical]]
+        neighbors = rank_among(typical, neighbors)
         # the kept validation cells get the same mean (their own two quantiles), and the
         # query's is ranked among theirs: one threshold for every score "auto" returns
         calibration = (calibration_neighbors + rank_among(kept, kept)) / 2

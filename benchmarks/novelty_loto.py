@@ -93,9 +93,9 @@ guards it offers).
   `{default}`: `neighbors` for cells of the batches the reference trained on (the `removed`
   protocol); for a batch it never saw (the `query` protocol), the mean of the `ensemble`
   quantile among the kept validation cells and the `neighbors` quantile among the query
-  cells `ensemble` finds typical (below the validation median; at least 50), ranked among the validation
-  cells' own means (rows of
-  `removed` runs from before `auto` existed show `neighbors` in its column). `neighbors`: the
+  cells `ensemble` finds typical (below the validation median; at least 50), ranked among
+  the validation cells' own means (rows of `removed` runs from before `auto` existed show
+  `neighbors` in its column). `neighbors`: the
   share of query cells among each scored cell's 50 nearest neighbours in a pool of annotated
   reference cells and query cells (E_q[z]). `ensemble` (the default before): the
   Mahalanobis distance of E_q[z] to the nearest known type (`latent`) plus the Pearson misfit

@@ -207,14 +207,14 @@ class NoveltyMixin(KeptReferenceMixin):
             quantiles: the ``"ensemble"`` score's among the annotated validation cells the
             model kept, and the ``"neighbors"`` score's among the query cells that
             ``"ensemble"`` finds typical of the known types (below the validation cells'
-            median, or the 50 lowest where fewer are), ranked among the
-            validation cells' own means. Either way the score is a quantile among the kept
-            validation cells (in ``[0, 1]``), so :meth:`get_novelty_threshold` gives one
-            threshold for both. Why in a new batch: what the encoder leaves of the batch
-            effect makes the query's known cells look query-enriched too (measured: 17 % and
-            32 % of them called unknown at a 5 % target with ``"neighbors"`` alone), and the
-            query's typical cells show by how much; ``"ensemble"`` compares each cell with
-            the reference's types alone. The threshold's guarantee assumes cells drawn like
+            median, or the 50 lowest where fewer are), ranked among the validation cells'
+            own means. Either way the score is a quantile among the kept validation cells
+            (in ``[0, 1]``), so :meth:`get_novelty_threshold` gives one threshold for both.
+            Why, in a new batch: what the encoder leaves of the batch effect makes the
+            query's known cells look query-enriched too (measured: 17 % and 32 % of them
+            called unknown at a 5 % target with ``"neighbors"`` alone), and the query's
+            typical cells show by how much; ``"ensemble"`` compares each cell with the
+            reference's types alone. The threshold's guarantee assumes cells drawn like
             the validation cells, which a new batch is only approximately. A model saved
             before these cells were kept uses ``"ensemble"`` as it is.
         ``"neighbors"``

@@ -211,8 +211,9 @@ class NoveltyMixin(KeptReferenceMixin):
             own means. Either way the score is a quantile among the kept validation cells
             (in ``[0, 1]``), so :meth:`get_novelty_threshold` gives one threshold for both.
             Why, in a new batch: what the encoder leaves of the batch effect makes the
-            query's known cells look query-enriched too (measured: 17 % and 32 % of them
-            called unknown at a 5 % target with ``"neighbors"`` alone), and the query's
+            query's known cells look query-enriched too (with ``"neighbors"`` alone, 17 % of
+            them called unknown at a 5 % target on a Kang query, 32–62 % on a lung query
+            from another protocol: ``docs/benchmarks/novelty.md``), and the query's
             typical cells show by how much; ``"ensemble"`` compares each cell with the
             reference's types alone. The threshold's guarantee assumes cells drawn like
             the validation cells, which a new batch is only approximately. A model saved

@@ -133,11 +133,11 @@ def collect_report(out: Path) -> str:
     means, sections, meta = [], [], {}
     for path in sorted(out.glob("*.csv")):
         frame = pd.read_csv(path, index_col=0)
-        if "auroc_auto" not in frame and "_removed_" in path.stem:
+        if "_removed_" in path.stem:
             # rows from before "auto" existed: in this protocol it is "neighbors" (every
             # scored cell is of the reference's batches)
-            frame.insert(frame.columns.get_loc("auroc_neighbors"), "auroc_auto", np.nan)
-        if "_removed_" in path.stem:
+            if "auroc_auto" not in frame:
+                frame.insert(frame.columns.get_loc("auroc_neighbors"), "auroc_auto", np.nan)
             frame["auroc_auto"] = frame["auroc_auto"].fillna(frame["auroc_neighbors"])
         info = path.with_suffix(".json")
         if info.exists():

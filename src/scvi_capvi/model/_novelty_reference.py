@@ -26,8 +26,8 @@ def rank_among(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
 class KeptReferenceMixin:
     """Keeps and uses the reference cells of the ``"neighbors"`` and ``"auto"`` scores."""
 
-    def _auto_method(self, adata, indices) -> str:
-        """``"neighbors"`` when every scored cell is of a batch the reference trained on."""
+    def _of_reference_batches(self, adata, indices) -> bool:
+        """Whether every scored cell is of a batch the reference trained on."""
         adata = self._validate_query_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
         mapping = np.asarray(
@@ -36,13 +36,12 @@ class KeptReferenceMixin:
         codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
         codes = codes if indices is None else codes[np.asarray(indices)]
         batches = set(mapping[np.unique(codes)])
-        known = batches <= set(self.novelty_reference_["batches"])
-        return "neighbors" if known else "neighbors+ensemble"
+        return batches <= set(self.novelty_reference_["batches"])
 
     def _auto_novelty(self, adata, indices, batch_size) -> np.ndarray:
         if getattr(self, "novelty_reference_", None) is None:
             return self.get_novelty_score(adata, indices, "ensemble", batch_size)
-        if self._auto_method(adata, indices) == "neighbors":
+        if self._of_reference_batches(adata, indices):
             # already the quantile among the kept validation cells
             return self.get_novelty_score(adata, indices, "neighbors", batch_size)
         # a batch the reference never saw: the mean of the "neighbors" and "ensemble"

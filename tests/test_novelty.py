@@ -357,6 +357,15 @@ def test_leave_one_type_out_scores_each_hidden_type(mode):
     np.testing.assert_allclose(standardised.sum(1), cells["ensemble"], rtol=1e-5, atol=1e-5)
     assert cells["calibration_latent"].shape == cells["calibration_reconstruction"].shape
     assert np.isfinite(cells["calibration_reconstruction"]).all()
+    # which cells the classifier gets right: the known cells' share is the row's accuracy
+    known = ~cells["is_hidden"]
+    assert cells["predicted_correct"][known].mean() == pytest.approx(row["known_accuracy"])
+    n_calibration = len(cells["calibration_latent"])
+    assert cells["calibration_correct"].shape == cells["calibration_max_prob"].shape
+    assert cells["calibration_correct"].shape == (n_calibration,)
+    if mode == "removed":  # every validation cell kept: their own neighbour quantiles
+        own = np.sort(cells["calibration_neighbors"])
+        assert own.shape == (n_calibration,) and 0 <= own[0] and own[-1] < 1
     with pytest.raises(ValueError, match="hidden_types"):
         leave_one_type_out(adata, hidden_types=["T9"])
     with pytest.raises(ValueError, match="query_batches"):

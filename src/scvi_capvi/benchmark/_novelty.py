@@ -128,13 +128,19 @@ def _capvi_row(model, scorer, target, y, is_hidden, rate, unknown_method) -> dic
     threshold = model.get_novelty_threshold(rate, method=unknown_method)
     # the raw signals on the calibration cells too (one encoder + decoder pass for both), so
     # other combinations can be scored later
-    outputs = model._classifier_pass(
-        None, model._known_validation_indices(), None, latent=True, reconstruction=True
-    )
-    for method in ("latent", "reconstruction"):
+    validation = model._known_validation_indices()
+    outputs = model._classifier_pass(None, validation, None, latent=True, reconstruction=True)
+    for method in ("latent", "reconstruction", "max_prob"):
         scores[f"calibration_{method}"] = model._raw_novelty(method, *outputs)
+    # and which cells the classifier gets right, to see where the unknown calls fall
+    scores["calibration_correct"] = outputs[0].argmax(1) == model._label_codes(validation)
+    kept = getattr(model, "novelty_reference_", None)
+    if kept is not None and len(kept["calibration"]) == len(validation):
+        # every validation cell kept (in this order): their own "neighbors" quantiles
+        scores["calibration_neighbors"] = model._neighbor_quantiles(outputs[1])[1]
     logits, _ = scorer._classifier_pass(target, None, None, latent=False)
     pred = np.asarray(scorer.cell_types)[logits.argmax(1)]
+    scores["predicted_correct"] = pred == y
     unknown = scores[unknown_method] > threshold
     row.update(_unknown_call_metrics("", y, pred, unknown, is_hidden))
     row["temperature"] = scorer.classifier_temperature
@@ -300,8 +306,11 @@ def leave_one_type_out(
 
     ``frame.attrs["scores"]`` holds, per hidden type, CapVI's per-cell scores of the query
     cells (every method, as ``get_novelty_score`` returns them), ``is_hidden``, the
-    ``"latent"`` and ``"reconstruction"`` scores of the annotated validation cells
-    (``calibration_<method>``, what :meth:`get_novelty_threshold` uses) and the ensemble's
+    ``"latent"``, ``"reconstruction"`` and ``"max_prob"`` scores of the annotated validation
+    cells (``calibration_<method>``, what :meth:`get_novelty_threshold` uses; also
+    ``calibration_neighbors`` where every validation cell was kept), whether the classifier
+    is right on them and on the query cells (``calibration_correct``,
+    ``predicted_correct``) and the ensemble's
     ``novelty_location`` / ``novelty_scale``: enough to score another combination without
     training again.
     """

@@ -6,12 +6,14 @@ Every model at its defaults (CapVI; SCVI then SCANVI as scvi-tools' tutorials ru
 Protocols (``--modes``): ``removed`` (the hidden type's cells removed from the training data,
 the held-out test cells scored) and ``query`` (the hidden type removed from the reference
 batches; a query batch with every type mapped with ``load_query_data`` and scored; only for
-datasets in ``QUERY_BATCHES``). Each run appends one CSV per dataset, mode and seed to
-``benchmarks/results/novelty/``; then
+datasets in ``QUERY_BATCHES``). Each run writes one table per dataset, mode and seed (a CSV,
+and a JSON with its command and environment, where a note on the run can be added by hand) to
+``docs/benchmarks/novelty/``, kept in the repository, and the per-cell scores to
+``benchmarks/results/novelty_scores/`` (not kept); then
 
     python benchmarks/novelty_loto.py --report docs/benchmarks/novelty.md
 
-writes the page from every CSV there.
+writes the page from every table there.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from scvi_capvi.benchmark import leave_one_type_out
 from scvi_capvi.data import read_dataset
 from scvi_capvi.model._novelty import DEFAULT_NOVELTY_METHOD
 
-OUT = Path(__file__).parent / "results" / "novelty"
+# the runs' tables (small, kept in the repository so that the page can be rebuilt anywhere)
+OUT = Path(__file__).parent.parent / "docs" / "benchmarks" / "novelty"
+# per-cell scores of every run (large, not kept)
+SCORES = Path(__file__).parent / "results" / "novelty_scores"
 QUERY_BATCHES = {
     "kang2018_pbmc_ifnb_muscat_subset": ["stim107"],
     "cellbench_lung_cell_lines": ["sc_dropseq"],
@@ -227,9 +232,9 @@ def main(argv=None):
                 frame = pd.concat(rows)
                 frame.to_csv(args.out / f"{stem}.csv")
                 # per-cell scores, to try other score combinations without training again
-                (args.out / "scores").mkdir(exist_ok=True)
+                SCORES.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(
-                    args.out / "scores" / f"{stem}_{_slug(hidden)}.npz",
+                    SCORES / f"{stem}_{_slug(hidden)}.npz",
                     **rows[-1].attrs["scores"][hidden],
                 )
                 print(frame.tail(1).round(3).to_string(), flush=True)

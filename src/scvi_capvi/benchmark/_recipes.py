@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -114,6 +115,13 @@ def fit_scvi_as_users_run_it(
     arch = PAPER_ARCHITECTURE if network == "capvi" else {}
     model = scvi.model.SCVI(adata, **{**arch, **(model_kwargs or {})})
     train_kwargs = dict(train_kwargs or {})
+    # a last training minibatch of 1-2 cells fails in batch norm ("Expected more than 1 value
+    # per channel"); scvi-tools only warns when `train_size` is given, so drop it, as CapVI's
+    # train does (the split is unchanged; at most 2 cells are left out of each epoch)
+    n_train = math.ceil(train_size * adata.n_obs)
+    if 0 < n_train % train_kwargs.get("batch_size", 128) < 3:
+        splitter = dict(train_kwargs.pop("datasplitter_kwargs", None) or {})
+        train_kwargs["datasplitter_kwargs"] = {"drop_last": True, **splitter}
     if not kl_warmup:
         plan = dict(train_kwargs.pop("plan_kwargs", None) or {})
         train_kwargs["plan_kwargs"] = {**plan, "n_epochs_kl_warmup": None}

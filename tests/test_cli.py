@@ -17,6 +17,8 @@ def test_quickstart_writes_table_and_umap(tmp_path, capsys):
     assert table["test_marginal_ll"].lt(0).all()
     assert table.loc[["CapVI", "SCANVI"], "accuracy"].between(0, 1).all()
     assert pd.isna(table.loc["SCVI", "accuracy"])
+    # --max-epochs 3: SCVI 2 x 3 epochs, SCANVI 3 more on top (not the tutorial's 20)
+    assert table.loc["SCANVI", "epochs"] == table.loc["SCVI", "epochs"] + 3
     assert table["median_clisi"].between(1, 10).all()
     png = (out / "umap_capvi.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

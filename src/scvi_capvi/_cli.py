@@ -241,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=int,
         default=None,
-        help="cap each of CapVI's three training stages at N epochs and SCVI at 2N, for a "
-        f"quick smoke test (default: {ep['classifier_epochs']} classifier, "
+        help="cap each of CapVI's three training stages at N epochs, SCVI at 2N and SCANVI's "
+        f"20 at N, for a quick smoke test (default: {ep['classifier_epochs']} classifier, "
         f"{ep['frozen_epochs']} frozen-classifier and {ep['max_epochs']} end-to-end epochs "
         f"for CapVI, {ep['frozen_epochs'] + ep['max_epochs']} for SCVI)",
     )

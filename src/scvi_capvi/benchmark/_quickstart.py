@@ -12,7 +12,12 @@ from scvi_capvi._catalog import QUICKSTART_EPOCHS
 from scvi_capvi.data import pbmc68k_reduced
 
 from ._evaluation import evaluate_models
-from ._recipes import fit_capvi, fit_scanvi_from_scvi, fit_scvi_as_users_run_it
+from ._recipes import (
+    SCANVI_TUTORIAL_TRAIN,
+    fit_capvi,
+    fit_scanvi_from_scvi,
+    fit_scvi_as_users_run_it,
+)
 from ._splits import Split
 
 # Epoch caps (in the command line's catalog, which shows them in `scvi-capvi quickstart -h`)
@@ -30,7 +35,8 @@ def quickstart(
 
     CapVI runs with its defaults; SCVI with scvi-tools' defaults (CapVI's network, the same
     epoch budget as CapVI's two ELBO stages together) and SCANVI as scvi-tools' tutorials run
-    it (``SCANVI.from_scvi_model`` on that SCVI, 20 more epochs).
+    it (``SCANVI.from_scvi_model`` on that SCVI, 20 more epochs; fewer when ``epochs`` caps
+    CapVI's stages below 20).
 
     Cells are split 60/20/20 (train / validation / held-out test, seeded). Prints and returns
     a table with, per model, the classifier's test accuracy (CapVI), the test marginal
@@ -74,7 +80,11 @@ def quickstart(
         max_epochs=epochs["max_epochs"] + epochs["frozen_epochs"],
         train_kwargs=quiet,
     )
-    scanvi = fit_scanvi_from_scvi(ref, train_size=train_size, train_kwargs=quiet)
+    # the tutorial's 20 SCANVI epochs, or fewer when `epochs` caps the stages lower
+    scanvi_epochs = min(SCANVI_TUTORIAL_TRAIN["max_epochs"], epochs["max_epochs"])
+    scanvi = fit_scanvi_from_scvi(
+        ref, train_size=train_size, train_kwargs={**quiet, "max_epochs": scanvi_epochs}
+    )
 
     print(f"Evaluating on {test.n_obs} held-out cells ({n_mc_samples} importance samples)...")
     scvi.settings.seed = seed

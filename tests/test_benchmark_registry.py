@@ -204,14 +204,16 @@ def test_nonfinite_validation_marks_a_run_as_failed():
     assert nonfinite_validation(bad) == "stage2_reconstruction_loss_validation = nan at epoch 2"
 
 
-def test_scvi_baseline_trains_when_the_split_leaves_a_last_minibatch_of_one_cell():
+def test_baselines_train_when_the_split_leaves_a_last_minibatch_of_one_cell():
     """scvi-tools only warns when a given `train_size` leaves a last minibatch of 1 cell, and
-    its batch norm then fails; the baseline recipe drops that minibatch (as CapVI's train)."""
-    from scvi_capvi.benchmark._recipes import fit_scvi_as_users_run_it
+    its batch norm then fails; the SCVI and SCANVI recipes drop that minibatch (as CapVI's
+    train does)."""
+    from scvi_capvi.benchmark._recipes import fit_scanvi_from_scvi, fit_scvi_as_users_run_it
 
     adata = toy_adata(n_cells=258, n_batches=2)  # ceil(0.5 * 258) = 129 = 128 + 1
-    fit = fit_scvi_as_users_run_it(
-        adata, 0.5, max_epochs=1, train_kwargs={"enable_progress_bar": False}
-    )
-    assert len(fit.model.history["elbo_train"]) == 1
-    assert np.isfinite(fit.model.history["elbo_train"].to_numpy(dtype=float)).all()
+    quiet = {"enable_progress_bar": False}
+    fit = fit_scvi_as_users_run_it(adata, 0.5, max_epochs=1, train_kwargs=quiet)
+    scanvi = fit_scanvi_from_scvi(fit, train_size=0.5, train_kwargs={**quiet, "max_epochs": 1})
+    for model in (fit.model, scanvi.model):
+        assert len(model.history["elbo_train"]) == 1
+        assert np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)).all()

@@ -69,6 +69,18 @@ def _epochs_from_history(history: dict, key_suffix: str = "train_loss") -> dict[
     return out
 
 
+def _drop_tiny_last_batch(train_kwargs: dict, n_cells: int, train_size: float) -> dict:
+    """``train_kwargs`` for an scvi-tools model, dropping a last training minibatch of 1-2
+    cells: batch norm fails on it ("Expected more than 1 value per channel"), and scvi-tools
+    only warns when ``train_size`` is given. CapVI's train does the same; the split is
+    unchanged and at most 2 cells are left out of each epoch."""
+    n_train = math.ceil(train_size * n_cells)  # as scvi-tools' validate_data_split
+    if 0 < n_train % train_kwargs.get("batch_size", 128) < 3:
+        splitter = dict(train_kwargs.pop("datasplitter_kwargs", None) or {})
+        train_kwargs["datasplitter_kwargs"] = {"drop_last": True, **splitter}
+    return train_kwargs
+
+
 def _train(model, train_size: float, **train_kwargs) -> FitResult:
     """Train ``model`` on a ``train_size`` / ``1 - train_size`` split of its cells, timed."""
     start = time.perf_counter()
@@ -114,14 +126,7 @@ def fit_scvi_as_users_run_it(
     scvi.model.SCVI.setup_anndata(adata, batch_key=batch_key)
     arch = PAPER_ARCHITECTURE if network == "capvi" else {}
     model = scvi.model.SCVI(adata, **{**arch, **(model_kwargs or {})})
-    train_kwargs = dict(train_kwargs or {})
-    # a last training minibatch of 1-2 cells fails in batch norm ("Expected more than 1 value
-    # per channel"); scvi-tools only warns when `train_size` is given, so drop it, as CapVI's
-    # train does (the split is unchanged; at most 2 cells are left out of each epoch)
-    n_train = math.ceil(train_size * adata.n_obs)
-    if 0 < n_train % train_kwargs.get("batch_size", 128) < 3:
-        splitter = dict(train_kwargs.pop("datasplitter_kwargs", None) or {})
-        train_kwargs["datasplitter_kwargs"] = {"drop_last": True, **splitter}
+    train_kwargs = _drop_tiny_last_batch(dict(train_kwargs or {}), adata.n_obs, train_size)
     if not kl_warmup:
         plan = dict(train_kwargs.pop("plan_kwargs", None) or {})
         train_kwargs["plan_kwargs"] = {**plan, "n_epochs_kl_warmup": None}
@@ -188,6 +193,7 @@ def fit_scanvi_from_scvi(
     kwargs = {**SCANVI_TUTORIAL_TRAIN, **(train_kwargs or {})}
     if train_size is not None:
         kwargs.update(train_size=train_size, validation_size=1 - train_size)
+        kwargs = _drop_tiny_last_batch(kwargs, model.adata.n_obs, train_size)
     start = time.perf_counter()
     model.train(**kwargs)
     seconds = time.perf_counter() - start

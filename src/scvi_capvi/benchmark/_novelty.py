@@ -134,11 +134,12 @@ def _capvi_row(model, scorer, target, y, is_hidden, rate, unknown_method) -> dic
         scores[f"calibration_{method}"] = model._raw_novelty(method, *outputs)
     # and which cells the classifier gets right, to see where the unknown calls fall
     scores["calibration_correct"] = outputs[0].argmax(1) == model._label_codes(validation)
-    kept = getattr(model, "novelty_reference_", None)
+    logits, means = scorer._classifier_pass(target, None, None, latent=True)
+    kept = getattr(scorer, "novelty_reference_", None)
     if kept is not None and len(kept["calibration"]) == len(validation):
-        # every validation cell kept (in this order): their own "neighbors" quantiles
-        scores["calibration_neighbors"] = model._neighbor_quantiles(outputs[1])[1]
-    logits, _ = scorer._classifier_pass(target, None, None, latent=False)
+        # every validation cell kept (in this order): their own "neighbors" quantiles, scored
+        # against the pool that holds this query (as its "neighbors" score)
+        scores["calibration_neighbors"] = scorer._neighbor_quantiles(means)[1]
     pred = np.asarray(scorer.cell_types)[logits.argmax(1)]
     scores["predicted_correct"] = pred == y
     unknown = scores[unknown_method] > threshold

@@ -22,6 +22,7 @@ from scvi_capvi.benchmark._selection import (
     select_capvi,
 )
 from scvi_capvi.benchmark._splits import MODEL_BATCH_KEY, add_model_batch
+from scvi_capvi.model import CapVI
 
 
 def toy_adata(n_cells=240, n_genes=30, n_batches=4, seed=0):
@@ -206,8 +207,8 @@ def test_nonfinite_validation_marks_a_run_as_failed():
 
 def test_baselines_train_when_the_split_leaves_a_last_minibatch_of_one_cell():
     """scvi-tools only warns when a given `train_size` leaves a last minibatch of 1 cell, and
-    its batch norm then fails; the SCVI and SCANVI recipes drop that minibatch (as CapVI's
-    train does)."""
+    its batch norm then fails; the SCVI and SCANVI recipes drop that minibatch, as CapVI's
+    train does."""
     from scvi_capvi.benchmark._recipes import fit_scanvi_from_scvi, fit_scvi_as_users_run_it
 
     adata = toy_adata(n_cells=258, n_batches=2)  # ceil(0.5 * 258) = 129 = 128 + 1
@@ -217,3 +218,7 @@ def test_baselines_train_when_the_split_leaves_a_last_minibatch_of_one_cell():
     for model in (fit.model, scanvi.model):
         assert len(model.history["elbo_train"]) == 1
         assert np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)).all()
+    CapVI.setup_anndata(adata, labels_key="cell_type", batch_key="batch")
+    capvi = CapVI(adata)
+    capvi.train(classifier_epochs=1, frozen_epochs=1, max_epochs=1, train_size=0.5, **quiet)
+    assert np.isfinite(capvi.get_elbo()) and len(capvi.history["elbo_train"]) == 1

@@ -22,6 +22,7 @@ import scvi
 from anndata import AnnData
 
 from scvi_capvi.model import CapVI
+from scvi_capvi.model._training import has_tiny_last_batch
 
 PAPER_ARCHITECTURE = {"n_latent": 20, "n_hidden": 256, "n_layers": 3, "dropout_rate": 0.25}
 """The network of :cite:p:`Clivio22`, for CapVI and the SCVI it is compared with."""
@@ -71,11 +72,10 @@ def _epochs_from_history(history: dict, key_suffix: str = "train_loss") -> dict[
 
 def _drop_tiny_last_batch(train_kwargs: dict, n_cells: int, train_size: float) -> dict:
     """``train_kwargs`` for an scvi-tools model, dropping a last training minibatch of 1-2
-    cells: batch norm fails on it ("Expected more than 1 value per channel"), and scvi-tools
-    only warns when ``train_size`` is given. CapVI's train does the same; the split is
-    unchanged and at most 2 cells are left out of each epoch."""
+    cells (``has_tiny_last_batch``); scvi-tools only warns when ``train_size`` is given.
+    CapVI's train does the same; the split is unchanged."""
     n_train = math.ceil(train_size * n_cells)  # as scvi-tools' validate_data_split
-    if 0 < n_train % train_kwargs.get("batch_size", 128) < 3:
+    if has_tiny_last_batch(n_train, train_kwargs.get("batch_size", 128)):
         splitter = dict(train_kwargs.pop("datasplitter_kwargs", None) or {})
         train_kwargs["datasplitter_kwargs"] = {"drop_last": True, **splitter}
     return train_kwargs

@@ -16,7 +16,7 @@ from scvi_capvi.train._progress import StageProgressBar
 from scvi_capvi.train._trainingplans import STAGE_MONITORS, STAGE_NUMBERS, STAGE_TITLES
 
 from ._recipes import RECIPES
-from ._training import RobustTrainingMixin, default_log_every_n_steps
+from ._training import RobustTrainingMixin, default_log_every_n_steps, has_tiny_last_batch
 from ._validation import check_split
 
 
@@ -340,8 +340,6 @@ class StagedTrainingMixin(RobustTrainingMixin):
             STAGE_MONITORS[stage] if stage == "classifier" else RECIPES[self.recipe]["monitor"]
         )
         trainer_kwargs.setdefault("early_stopping_monitor", default_monitor)
-        # a last minibatch of 1-2 cells breaks BatchNorm: drop it, as scvi-tools advises
-        n_last = len(indices[0]) % batch_size
         trainer_kwargs.setdefault(
             "log_every_n_steps", default_log_every_n_steps(len(indices[0]), batch_size)
         )
@@ -354,7 +352,10 @@ class StagedTrainingMixin(RobustTrainingMixin):
             max_epochs=int(max_epochs),
             batch_size=batch_size,
             early_stopping=early_stopping and has_val,
-            datasplitter_kwargs={"external_indexing": list(indices), "drop_last": 0 < n_last < 3},
+            datasplitter_kwargs={
+                "external_indexing": list(indices),
+                "drop_last": has_tiny_last_batch(len(indices[0]), batch_size),
+            },
             plan_kwargs={**plan_kwargs, "stage": stage},
             **trainer_kwargs,
         )

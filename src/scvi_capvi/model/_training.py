@@ -17,6 +17,13 @@ def default_log_every_n_steps(n_train_cells: int, batch_size: int) -> int:
     return min(10, max(1, int(n_train_cells) // batch_size))
 
 
+def has_tiny_last_batch(n_train_cells: int, batch_size: int) -> bool:
+    """Whether the last training minibatch holds 1-2 cells: batch norm fails on a single
+    cell ("Expected more than 1 value per channel"), so such a batch is dropped
+    (``drop_last``), as scvi-tools advises; at most 2 cells are left out of each epoch."""
+    return 0 < int(n_train_cells) % batch_size < 3
+
+
 def _is_interrupt(exc: BaseException) -> bool:
     # Lightning turns a KeyboardInterrupt into `sys.exit(1)` after its own clean-up
     return isinstance(exc, KeyboardInterrupt) or (

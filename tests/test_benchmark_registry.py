@@ -205,10 +205,10 @@ def test_nonfinite_validation_marks_a_run_as_failed():
     assert nonfinite_validation(bad) == "stage2_reconstruction_loss_validation = nan at epoch 2"
 
 
-def test_baselines_train_when_the_split_leaves_a_last_minibatch_of_one_cell():
+def test_models_train_when_the_split_leaves_a_last_minibatch_of_one_cell():
     """scvi-tools only warns when a given `train_size` leaves a last minibatch of 1 cell, and
-    its batch norm then fails; the SCVI and SCANVI recipes drop that minibatch, as CapVI's
-    train does."""
+    its batch norm then fails; the SCVI and SCANVI recipes and CapVI's train drop that
+    minibatch."""
     from scvi_capvi.benchmark._recipes import fit_scanvi_from_scvi, fit_scvi_as_users_run_it
 
     adata = toy_adata(n_cells=258, n_batches=2)  # ceil(0.5 * 258) = 129 = 128 + 1

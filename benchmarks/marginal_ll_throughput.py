@@ -69,8 +69,9 @@ def _scvi_log_importance_weights(self, tensors, n_samples: int) -> torch.Tensor:
     log_w = log_w + Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale)).log_prob(z).sum(-1)
     log_w = log_w - qz.log_prob(z).sum(-1)
     if not self.use_observed_lib_size:
-        means, variances = self._compute_local_library_params(tensors[REGISTRY_KEYS.BATCH_KEY])
         library = inference_outputs["library"]
+        batch = tensors[REGISTRY_KEYS.BATCH_KEY].to(library.device)  # forward moved its own copy
+        means, variances = self._compute_local_library_params(batch)
         log_w = log_w + Normal(means, variances.sqrt()).log_prob(library).sum(-1)
         log_w = log_w - inference_outputs["ql"].log_prob(library).sum(-1)
     return log_w.reshape(n_samples, -1)

@@ -34,8 +34,9 @@ def classifier_trained(before: dict, after: dict, tolerance: float = 1e-3) -> bo
     (``classifier_frozen_``), so a very long query training cannot trip it.
     """
     for key, old in before.items():
-        old = old.detach().double().flatten()
-        delta = after[key].detach().double().flatten() - old
+        # on the CPU: training may have moved the module to a GPU since `before` was taken
+        old = old.detach().cpu().double().flatten()
+        delta = after[key].detach().cpu().double().flatten() - old
         norm = float(old.norm())
         if norm == 0:
             if float(delta.norm()) > 0:
@@ -180,7 +181,7 @@ class StagedTrainingMixin(RobustTrainingMixin):
             raise ValueError("Every stage has 0 epochs: nothing to train (see `max_epochs`).")
         history: dict[str, pd.DataFrame] = {}
         classifier_before = {
-            k: v.detach().clone() for k, v in self.module.classifier.state_dict().items()
+            k: v.detach().cpu().clone() for k, v in self.module.classifier.state_dict().items()
         }
         run = {
             "split": split,

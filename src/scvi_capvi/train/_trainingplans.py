@@ -80,7 +80,7 @@ class CapVITrainingPlan(TrainingPlan):
         if stage == "classifier" and classifier_lr is not None:
             self.lr = classifier_lr
         self._frozen_requires_grad: dict[str, bool] = {}
-        self._classifier_sums: dict[str, torch.Tensor] = {}
+        self._epoch_sums: dict[str, tuple] = {}
 
     @property
     def stage_name(self) -> str:
@@ -150,52 +150,56 @@ class CapVITrainingPlan(TrainingPlan):
         self._accumulate_classifier_metrics("validation", self.module.classification_loss(batch))
 
     def _accumulate_classifier_metrics(self, split: str, out: dict) -> None:
-        """Stage 1: sums over the epoch's annotated cells, kept on the device (a minibatch
-        without any then adds nothing, and no step waits for the host)."""
-        n = out["n"].to(out["loss"].dtype)
-        values = torch.stack([out["loss"].detach(), out["cross_entropy"], out["accuracy"]])
-        row = torch.cat([values * n, n.view(1)])
-        previous = self._classifier_sums.get(split)
-        self._classifier_sums[split] = row if previous is None else previous + row
+        """Stage 1: the loss, cross-entropy and accuracy, weighted by the minibatch's annotated
+        cells (a minibatch without any then adds nothing)."""
+        names = [f"{split}_loss", f"classifier_cross_entropy_{split}"]
+        names.append(f"classifier_accuracy_{split}")
+        values = [out["loss"].detach(), out["cross_entropy"], out["accuracy"]]
+        self._accumulate(split, names, values, out["n"].to(out["loss"].dtype))
 
-    def _log_classifier_metrics(self, split: str) -> None:
-        """Stage 1: log the epoch's means over annotated cells (one host sync per epoch)."""
-        sums = self._classifier_sums.pop(split, None)
+    def _accumulate(self, split: str, names: list, values: list, weight) -> None:
+        """Add ``weight * value`` for each metric, and ``weight``, to the epoch's sums of
+        ``split``, kept on the device: no step waits for the host, and no step pays for
+        Lightning's ``log`` (about a millisecond of host time per call, which on a GPU is a
+        large part of a small model's step)."""
+        if isinstance(weight, torch.Tensor):
+            weight = weight.reshape(1)
+        else:  # a number: filled on the device (a copy from the host would wait for it)
+            weight = values[0].new_full((1,), float(weight))
+        row = torch.cat([torch.stack(values) * weight, weight])
+        previous = self._epoch_sums.get(split)
+        self._epoch_sums[split] = (names, row if previous is None else previous[1] + row)
+
+    def _log_epoch_means(self, split: str) -> None:
+        """Log the epoch's weighted means of what :meth:`_accumulate` summed (one host sync
+        per epoch); under DDP, the mean over every process."""
+        names, sums = self._epoch_sums.pop(split, (None, None))
         if sums is None or float(sums[-1]) == 0:
             return
-        means = sums[:-1] / sums[-1]
-        log = {"sync_dist": self.use_sync_dist}  # under DDP: the mean over every process
-        self.log(f"{split}_loss", means[0], prog_bar=split == "train", **log)
-        self.log(f"classifier_cross_entropy_{split}", means[1], **log)
-        self.log(f"classifier_accuracy_{split}", means[2], **log)
+        for name, mean in zip(names, sums[:-1] / sums[-1], strict=True):
+            self.log(name, mean, prog_bar=name == "train_loss", sync_dist=self.use_sync_dist)
 
     def compute_and_log_metrics(self, loss_output, metrics, mode):
         """:meth:`scvi.train.TrainingPlan.compute_and_log_metrics`, with the module's extra
-        metrics (mixing penalty, classifier loss and accuracy) logged here, outside its
-        ``torch.inference_mode``: metrics logged in inference mode cannot be reduced across
-        processes under DDP (in-place update of an inference tensor)."""
+        metrics (mixing penalty, classifier loss and accuracy) summed over the epoch here and
+        logged at its end, as Lightning's epoch means (weighted by the minibatch's cells), and
+        outside its ``torch.inference_mode``: metrics logged in inference mode cannot be
+        reduced across processes under DDP (in-place update of an inference tensor)."""
         extra = dict(loss_output.extra_metrics or {})
         loss_output.extra_metrics = {}
         try:
             super().compute_and_log_metrics(loss_output, metrics, mode)
         finally:
             loss_output.extra_metrics = extra
-        for key, value in extra.items():
-            self.log(
-                f"{key}_{mode}",
-                value.detach(),
-                on_step=self.on_step,
-                on_epoch=self.on_epoch,
-                batch_size=loss_output.n_obs_minibatch,
-                sync_dist=self.use_sync_dist,
-            )
+        if extra:
+            values = [value.detach().reshape(()) for value in extra.values()]
+            names = [f"{key}_{mode}" for key in extra]
+            self._accumulate(mode, names, values, loss_output.n_obs_minibatch)
 
     def on_train_epoch_end(self):
-        if self.stage == "classifier":
-            self._log_classifier_metrics("train")
+        self._log_epoch_means("train")
         super().on_train_epoch_end()
 
     def on_validation_epoch_end(self):
-        if self.stage == "classifier":
-            self._log_classifier_metrics("validation")
+        self._log_epoch_means("validation")
         super().on_validation_epoch_end()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scvi
 import torch
-from _behaviour import FIXTURE, MODELS, QUIET, build, check_outputs, loaded, outputs, toy
+from _behaviour import FIXTURE, MODELS, QUIET, build, check_outputs, loaded, outputs, toy, train
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)"
@@ -31,19 +31,12 @@ def test_stored_weights_give_the_cpu_outputs_on_a_gpu(recorded, name):
     check_outputs(recorded, name, outputs(name, model), rtol=1e-3, atol=1e-4)
 
 
-def _train(name: str, model) -> None:
-    if name in ("capvi", "gmvae"):
-        model.train(max_epochs=3, frozen_epochs=3, classifier_epochs=3, **QUIET, **GPU)
-    else:
-        model.train(max_epochs=3, **QUIET, **GPU)
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_models_train_on_a_gpu_and_load_on_the_cpu(name, tmp_path):
     scvi.settings.seed = 0
     adata = toy()
     model = build(name, adata)
-    _train(name, model)
+    train(name, model, **GPU)
     assert model.device.type == "cuda"
     got = outputs(name, model)
     assert got["latent"].shape == (adata.n_obs, 4)
@@ -62,7 +55,7 @@ def test_capvi_calls_unknown_and_maps_a_query_on_a_gpu():
     scvi.settings.seed = 0
     adata = toy()
     model = build("capvi", adata)
-    _train("capvi", model)
+    train("capvi", model, **GPU)
     threshold = model.get_novelty_threshold(0.05)
     score = model.get_novelty_score()
     assert score.shape == (adata.n_obs,) and np.isfinite(score).all()

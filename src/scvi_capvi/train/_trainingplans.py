@@ -152,8 +152,11 @@ class CapVITrainingPlan(TrainingPlan):
     def _accumulate_classifier_metrics(self, split: str, out: dict) -> None:
         """Stage 1: the loss, cross-entropy and accuracy, weighted by the minibatch's annotated
         cells (a minibatch without any then adds nothing)."""
-        names = [f"{split}_loss", f"classifier_cross_entropy_{split}"]
-        names.append(f"classifier_accuracy_{split}")
+        names = [
+            f"{split}_loss",
+            f"classifier_cross_entropy_{split}",
+            f"classifier_accuracy_{split}",
+        ]
         values = [out["loss"].detach(), out["cross_entropy"], out["accuracy"]]
         self._accumulate(split, names, values, out["n"].to(out["loss"].dtype))
 
